@@ -1,0 +1,17 @@
+"""rnnfast: fast CPU kernels for recurrent neural networks.
+
+Vanilla RNN (tanh / relu), LSTM and GRU, forward pass and backpropagation
+through time, NumPy in and NumPy out, with PyTorch's parameter layout.
+``rnnfast.reference`` holds the same functions in plain NumPy.
+"""
+
+from . import reference
+from ._types import Cache, GRUGrads, LSTMGrads, RNNGrads
+from .functional import (gru_backward, gru_forward, lstm_backward, lstm_forward,
+                         rnn_backward, rnn_forward)
+
+__version__ = "0.1.0"
+
+__all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
+           "gru_forward", "gru_backward", "RNNGrads", "LSTMGrads", "GRUGrads", "Cache",
+           "reference"]

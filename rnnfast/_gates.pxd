@@ -1,0 +1,58 @@
+# The C interface of csrc/: fused per-step gate math and the floating-point mode.
+# Signatures and shapes are documented in csrc/rnnfast_gates_impl.h.
+
+from libc.stdint cimport int64_t
+
+cdef extern from "rnnfast_fpmode.h" nogil:
+    unsigned int rnnfast_fpmode_enter()
+    void rnnfast_fpmode_exit(unsigned int saved)
+
+cdef extern from "rnnfast_gates.h" nogil:
+    # --------------------------------------------------------------- RNN
+    void rnn_step_forward_f32(Py_ssize_t B, Py_ssize_t H, int relu, const float *pre,
+                              const float *bias, const float *h_prev, float *h_out,
+                              const int64_t *lengths, int64_t t)
+    void rnn_step_forward_f64(Py_ssize_t B, Py_ssize_t H, int relu, const double *pre,
+                              const double *bias, const double *h_prev, double *h_out,
+                              const int64_t *lengths, int64_t t)
+    void rnn_step_backward_f32(Py_ssize_t B, Py_ssize_t H, int relu, const float *h_t,
+                               const float *dy_t, float *dh, float *dpre,
+                               const int64_t *lengths, int64_t t)
+    void rnn_step_backward_f64(Py_ssize_t B, Py_ssize_t H, int relu, const double *h_t,
+                               const double *dy_t, double *dh, double *dpre,
+                               const int64_t *lengths, int64_t t)
+    # --------------------------------------------------------------- LSTM
+    void lstm_step_forward_f32(Py_ssize_t B, Py_ssize_t H, float *gates, const float *bias,
+                               const float *h_prev, float *h_out,
+                               const float *c_prev, float *c_out,
+                               const int64_t *lengths, int64_t t)
+    void lstm_step_forward_f64(Py_ssize_t B, Py_ssize_t H, double *gates, const double *bias,
+                               const double *h_prev, double *h_out,
+                               const double *c_prev, double *c_out,
+                               const int64_t *lengths, int64_t t)
+    void lstm_step_backward_f32(Py_ssize_t B, Py_ssize_t H, float *gates,
+                                const float *c_prev, const float *c_t, const float *dy_t,
+                                float *dh, float *dc, const int64_t *lengths, int64_t t)
+    void lstm_step_backward_f64(Py_ssize_t B, Py_ssize_t H, double *gates,
+                                const double *c_prev, const double *c_t, const double *dy_t,
+                                double *dh, double *dc, const int64_t *lengths, int64_t t)
+    # --------------------------------------------------------------- GRU
+    void gru_step_forward_f32(Py_ssize_t B, Py_ssize_t H, float *gates, const float *hh,
+                              const float *b_ih, const float *b_hh, float *gh_n_out,
+                              const float *h_prev, float *h_out,
+                              const int64_t *lengths, int64_t t)
+    void gru_step_forward_f64(Py_ssize_t B, Py_ssize_t H, double *gates, const double *hh,
+                              const double *b_ih, const double *b_hh, double *gh_n_out,
+                              const double *h_prev, double *h_out,
+                              const int64_t *lengths, int64_t t)
+    void gru_step_backward_f32(Py_ssize_t B, Py_ssize_t H, float *gates, float *gh_n,
+                               float *dgh, const float *h_prev, const float *dy_t,
+                               float *dh, const int64_t *lengths, int64_t t)
+    void gru_step_backward_f64(Py_ssize_t B, Py_ssize_t H, double *gates, double *gh_n,
+                               double *dgh, const double *h_prev, const double *dy_t,
+                               double *dh, const int64_t *lengths, int64_t t)
+    # --------------------------------------------------------------- reductions
+    void column_sums_f32(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
+                         const float *a, float *out)
+    void column_sums_f64(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
+                         const double *a, double *out)

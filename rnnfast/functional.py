@@ -1,0 +1,260 @@
+"""The public functional API: validate, allocate, run the Cython kernels.
+
+Same signatures and results as ``rnnfast.reference`` (the specification); see its
+docstrings for the equations. Shape legend: T = steps, B = batch, D = input
+features, H = hidden units, G = stacked gates (RNN 1, LSTM 4, GRU 3).
+
+Memory: training keeps, per step, the hidden state and the activated gates
+(LSTM: also the cell state; GRU: also ``h W_hn^T + b_hn``); backward overwrites
+the gates with their gradients, so a cache serves one backward call. With
+``training=False`` nothing is kept: the input projection runs in chunks of
+``INFERENCE_CHUNK_STEPS`` steps, so the memory beyond the outputs is O(B*H).
+"""
+
+import numpy as np
+
+from . import _checks, _kernels
+from ._types import Cache, GRUGrads, LSTMGrads, RNNGrads
+
+__all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
+           "gru_forward", "gru_backward"]
+
+IMPL = "rnnfast"
+INFERENCE_CHUNK_STEPS = 32
+_MAX_ROWS = 2**31 - 1  # BLAS takes int sizes: T*B rows at most
+
+
+# ----------------------------------------------------------------------------- RNN
+
+def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, nonlinearity="tanh", lengths=None,
+                reverse=False, training=True):
+    """Elman RNN over a sequence: ``h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``.
+
+    Parameters
+    ----------
+    x : ndarray of shape (T, B, D)
+    h0 : ndarray of shape (B, H), or None for zeros
+    w_ih : ndarray of shape (H, D), float32 or float64: chooses the dtype
+    w_hh : ndarray of shape (H, H)
+    b_ih, b_hh : ndarray of shape (H,), or None for zeros
+    nonlinearity : "tanh" or "relu"
+    lengths : integer ndarray of shape (B,), 0 <= lengths[b] <= T, or None for all T
+        steps. Steps ``t >= lengths[b]`` output 0 and carry the state, as PyTorch's
+        packed sequences do.
+    reverse : run each sequence from its last valid step back to step 0 (the
+        backward direction of a bidirectional layer); outputs stay at their input
+        positions.
+    training : keep what ``rnn_backward`` needs; with False the cache is None.
+
+    Returns
+    -------
+    y : ndarray of shape (T, B, H)
+    h_T : ndarray of shape (B, H), the state after each sequence's last valid step
+    cache : Cache for ``rnn_backward``, or None
+    """
+    a = _checks.forward_args("rnn", x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity)
+    hs = _state_buffer(a, a.h0, reverse)
+    if _has_steps(a):
+        gates = np.empty((_chunk_steps(a.T, False), a.B, a.H), a.dtype)
+        _kernels.rnn_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
+                             nonlinearity == "relu", hs, gates)
+    h_T = _final(hs, a.T, reverse).copy()
+    y = _outputs(hs, a, reverse, training)
+    cache = None
+    if training:
+        cache = Cache("rnn", IMPL, a.dtype, (a.T, a.B, a.D, a.H), args=a, reverse=reverse,
+                      relu=nonlinearity == "relu", hs=hs)
+    return y, h_T, cache
+
+
+def rnn_backward(dy, dh_T, cache):
+    """Backpropagation through time for ``rnn_forward``.
+
+    Parameters
+    ----------
+    dy : ndarray of shape (T, B, H), or None for zeros: dL/dy. Entries at steps
+        beyond a sequence's length are ignored (those outputs are constant zeros).
+    dh_T : ndarray of shape (B, H), or None for zeros: dL/dh_T
+    cache : the Cache returned by ``rnn_forward`` with ``training=True``; one use.
+
+    Returns
+    -------
+    RNNGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh), freshly allocated arrays.
+    """
+    cache = _checks.backward_cache(cache, "rnn", IMPL)
+    a, data = cache.data["args"], cache.data
+    dy, dh = _incoming_grads(cache, dy, dh_T)
+    cache.consumed = True
+    dx, dw_ih, dw_hh, db = _grad_buffers(a)
+    if _has_steps(a):
+        dpre = np.empty((a.T, a.B, a.H), a.dtype)
+        _kernels.rnn_backward(a.x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["relu"],
+                              data["hs"], dy, dh, dpre, dx, dw_ih, dw_hh, db)
+    return RNNGrads(dx, dh, dw_ih, dw_hh, db, db.copy())
+
+
+# ----------------------------------------------------------------------------- LSTM
+
+def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False,
+                 training=True):
+    """LSTM over a sequence, gates ``i, f, g, o`` stacked in PyTorch's order.
+
+    ``c_t = f * c_{t-1} + i * g``, ``h_t = o * tanh(c_t)``. Arguments as in
+    ``rnn_forward``, with ``w_ih (4H, D)``, ``w_hh (4H, H)``, biases ``(4H,)`` and the
+    initial cell state ``c0 (B, H)`` or None for zeros.
+
+    Returns
+    -------
+    y : ndarray of shape (T, B, H)
+    h_T, c_T : ndarrays of shape (B, H)
+    cache : Cache for ``lstm_backward``, or None
+    """
+    a = _checks.forward_args("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
+    hs = _state_buffer(a, a.h0, reverse)
+    if training:
+        cs = _state_buffer(a, a.c0, reverse)
+    else:
+        cs = np.empty((2, a.B, a.H), a.dtype)  # c_{t-1} and c_t, used in turn
+        cs[0] = a.c0
+    gates = np.empty((_chunk_steps(a.T, training), a.B, 4 * a.H), a.dtype)
+    if _has_steps(a):
+        _kernels.lstm_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
+                              training, hs, cs, gates)
+    h_T = _final(hs, a.T, reverse).copy()
+    c_T = (_final(cs, a.T, reverse) if training else cs[a.T % 2]).copy()
+    y = _outputs(hs, a, reverse, training)
+    cache = None
+    if training:
+        cache = Cache("lstm", IMPL, a.dtype, (a.T, a.B, a.D, a.H), args=a, reverse=reverse,
+                      hs=hs, cs=cs, gates=gates)
+    return y, h_T, c_T, cache
+
+
+def lstm_backward(dy, dh_T, dc_T, cache):
+    """Backpropagation through time for ``lstm_forward``.
+
+    ``dy (T, B, H)``, ``dh_T (B, H)`` and ``dc_T (B, H)`` may each be None for zeros;
+    see ``rnn_backward``. Returns LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh).
+    """
+    cache = _checks.backward_cache(cache, "lstm", IMPL)
+    a, data = cache.data["args"], cache.data
+    dy, dh = _incoming_grads(cache, dy, dh_T)
+    dc = _state_grad("dc_T", dc_T, cache)
+    cache.consumed = True
+    dx, dw_ih, dw_hh, db = _grad_buffers(a)
+    if _has_steps(a):
+        _kernels.lstm_backward(a.x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
+                               data["cs"], data["gates"], dy, dh, dc, dx, dw_ih, dw_hh, db)
+    return LSTMGrads(dx, dh, dc, dw_ih, dw_hh, db, db.copy())
+
+
+# ----------------------------------------------------------------------------- GRU
+
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False,
+                training=True):
+    """GRU over a sequence, gates ``r, z, n`` stacked in PyTorch's order.
+
+    ``n = tanh(x W_in^T + b_in + r * (h W_hn^T + b_hn))``, ``h_t = (1 - z) n + z h_{t-1}``.
+    Arguments as in ``rnn_forward``, with ``w_ih (3H, D)``, ``w_hh (3H, H)`` and
+    biases ``(3H,)``.
+
+    Returns
+    -------
+    y : ndarray of shape (T, B, H)
+    h_T : ndarray of shape (B, H)
+    cache : Cache for ``gru_backward``, or None
+    """
+    a = _checks.forward_args("gru", x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths)
+    hs = _state_buffer(a, a.h0, reverse)
+    gates = np.empty((_chunk_steps(a.T, training), a.B, 3 * a.H), a.dtype)
+    gh_n = np.empty((a.T, a.B, a.H), a.dtype) if training else None
+    if _has_steps(a):
+        hh = np.empty((a.B, 3 * a.H), a.dtype)
+        _kernels.gru_forward(a.x, a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.lengths, reverse,
+                             hs, gates, hh, gh_n)
+    h_T = _final(hs, a.T, reverse).copy()
+    y = _outputs(hs, a, reverse, training)
+    cache = None
+    if training:
+        cache = Cache("gru", IMPL, a.dtype, (a.T, a.B, a.D, a.H), args=a, reverse=reverse,
+                      hs=hs, gates=gates, gh_n=gh_n)
+    return y, h_T, cache
+
+
+def gru_backward(dy, dh_T, cache):
+    """Backpropagation through time for ``gru_forward``; see ``rnn_backward``.
+
+    Returns GRUGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh).
+    """
+    cache = _checks.backward_cache(cache, "gru", IMPL)
+    a, data = cache.data["args"], cache.data
+    dy, dh = _incoming_grads(cache, dy, dh_T)
+    cache.consumed = True
+    dx, dw_ih, dw_hh, db_ih = _grad_buffers(a)
+    db_hh = np.zeros_like(db_ih)
+    if _has_steps(a):
+        dgh = np.empty((a.B, 3 * a.H), a.dtype)
+        _kernels.gru_backward(a.x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
+                              data["gates"], data["gh_n"], dy, dh, dgh, dx, dw_ih, dw_hh,
+                              db_ih, db_hh)
+    return GRUGrads(dx, dh, dw_ih, dw_hh, db_ih, db_hh)
+
+
+# ----------------------------------------------------------------------------- buffers
+
+def _has_steps(a):
+    """False for the empty cases T == 0 or B == 0, where no kernel runs."""
+    if a.T * a.B > _MAX_ROWS:
+        raise ValueError(f"x must have at most {_MAX_ROWS} rows T*B, got T*B = {a.T * a.B}")
+    return a.T > 0 and a.B > 0
+
+
+def _chunk_steps(T, training):
+    """Steps per input-projection GEMM: all of them in training (the buffer keeps the
+    gates), else chunks that bound the workspace."""
+    return max(1, T if training else min(T, INFERENCE_CHUNK_STEPS))
+
+
+def _state_buffer(a, initial, reverse):
+    """(T+1, B, H) states in time order, the initial state in its slot (see _kernels)."""
+    states = np.empty((a.T + 1, a.B, a.H), a.dtype)
+    states[a.T if reverse else 0] = initial
+    return states
+
+
+def _final(states, T, reverse):
+    """The state after the last step processed: time T-1 forward, time 0 reverse."""
+    return states[0 if reverse else T]
+
+
+def _outputs(hs, a, reverse, training):
+    """y (T, B, H): the states at their time positions, 0 beyond each length.
+
+    In training ``hs`` stays in the cache, so y is a copy; in inference y is a view.
+    """
+    y = hs[0:a.T] if reverse else hs[1:a.T + 1]
+    if training:
+        y = y.copy()
+    if a.lengths is not None:
+        y[~_checks.active_mask(a.lengths, a.T, a.B)] = 0
+    return y
+
+
+def _state_grad(name, value, cache):
+    """A fresh (B, H) buffer holding dL/d(final state), zeros for None; backward
+    turns it into the gradient of the initial state in place."""
+    T, B, _, H = cache.shape
+    grad = _checks.grad_array(name, value, "(B, H)", (B, H), cache.dtype)
+    return np.zeros((B, H), cache.dtype) if grad is None else grad.copy()
+
+
+def _incoming_grads(cache, dy, dh_T):
+    T, B, _, H = cache.shape
+    dy = _checks.grad_array("dy", dy, "(T, B, H)", (T, B, H), cache.dtype)
+    return dy, _state_grad("dh_T", dh_T, cache)
+
+
+def _grad_buffers(a):
+    """dx (T, B, D) and dw_ih, dw_hh, db for the kernels to fill (zeros if none runs)."""
+    return (np.empty_like(a.x), np.zeros_like(a.w_ih), np.zeros_like(a.w_hh),
+            np.zeros_like(a.b_ih))

@@ -1,0 +1,91 @@
+"""Shared test helpers: tolerances, parameter factories and one calling convention for
+all three cells, so a test can be written once and parametrised over cells and
+implementations."""
+
+import importlib
+
+import numpy as np
+import pytest
+
+CELLS = ("rnn", "lstm", "gru")
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+DTYPES = (np.float32, np.float64)
+
+# Relative tolerance per dtype: max |actual - expected| <= RTOL * max(1, max |expected|).
+RTOL = {np.dtype(np.float32): 2e-4, np.dtype(np.float64): 1e-9}
+
+PARAM_NAMES = ("w_ih", "w_hh", "b_ih", "b_hh")
+GRAD_NAMES = {"rnn": ("dx", "dh0", "dw_ih", "dw_hh", "db_ih", "db_hh"),
+              "gru": ("dx", "dh0", "dw_ih", "dw_hh", "db_ih", "db_hh"),
+              "lstm": ("dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh")}
+
+
+def impl_module(name):
+    """``"rnnfast"`` (the kernels) or ``"rnnfast.reference"``."""
+    return importlib.import_module(name)
+
+
+def assert_close(actual, expected, dtype, name="", rtol=None):
+    """Scale-relative comparison; the message names the tensor and its worst difference."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
+    if actual.size == 0:
+        return
+    rtol = RTOL[np.dtype(dtype)] if rtol is None else rtol
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    worst = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
+    assert worst <= rtol * scale, (
+        f"{name}: max |difference| {worst:.3g} exceeds {rtol:g} x scale {scale:.3g}")
+
+
+def make_params(cell, D, H, dtype, rng, scale=None):
+    """Random parameters in PyTorch's layout: (w_ih, w_hh, b_ih, b_hh)."""
+    G = GATES[cell]
+    scale = 1.0 / np.sqrt(H) if scale is None else scale
+    return tuple((rng.uniform(-scale, scale, size)).astype(dtype)
+                 for size in ((G * H, D), (G * H, H), (G * H,), (G * H,)))
+
+
+def make_inputs(cell, T, B, D, H, dtype, rng):
+    """x (T, B, D) and the initial state(s) as a tuple: (h0,) or (h0, c0) for the LSTM."""
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    states = tuple(rng.standard_normal((B, H)).astype(dtype) * 0.5
+                   for _ in range(2 if cell == "lstm" else 1))
+    return x, states
+
+
+def forward(module, cell, x, states, params, **kwargs):
+    """Call ``module.<cell>_forward``; returns (y, final_states tuple, cache)."""
+    function = getattr(module, f"{cell}_forward")
+    if cell == "lstm":
+        y, h_T, c_T, cache = function(x, *states, *params, **kwargs)
+        return y, (h_T, c_T), cache
+    y, h_T, cache = function(x, *states, *params, **kwargs)
+    return y, (h_T,), cache
+
+
+def backward(module, cell, dy, dstates, cache):
+    """Call ``module.<cell>_backward``; ``dstates`` is (dh_T,) or (dh_T, dc_T)."""
+    return getattr(module, f"{cell}_backward")(dy, *dstates, cache)
+
+
+def random_lengths(T, B, rng, with_zero=True):
+    """Lengths in [0, T] with at least one full-length sequence (and one zero if asked)."""
+    lengths = rng.integers(0, T + 1, size=B)
+    lengths[0] = T
+    if with_zero and B > 1:
+        lengths[-1] = 0
+    return lengths
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+# Cell variants for parametrising tests: the RNN once per nonlinearity.
+# name -> (cell, extra keyword arguments of <cell>_forward)
+CELL_VARIANTS = {"rnn_tanh": ("rnn", {"nonlinearity": "tanh"}),
+                 "rnn_relu": ("rnn", {"nonlinearity": "relu"}),
+                 "lstm": ("lstm", {}),
+                 "gru": ("gru", {})}
