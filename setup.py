@@ -22,7 +22,7 @@ COMPILER_DIRECTIVES = {
 def compile_args():
     if sys.platform == "win32":
         return ["/O2"]
-    args = ["-O3", "-g0", "-fno-math-errno"]
+    args = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math"]
     if os.environ.get("RNNFAST_NATIVE") == "1":
         args.append("-march=native")
     return args

@@ -21,24 +21,42 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "rnnfast_math.h"
+
+#if defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)
+#define RNNFAST_RESTRICT __restrict
+#else
+#define RNNFAST_RESTRICT
+#endif
+
+/* The gate passes are compiled for several x86-64 levels and the best one the
+ * CPU supports is picked at load time (GCC function multi-versioning), so a
+ * portable wheel still runs AVX2 / AVX-512 code where it can. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && !defined(RNNFAST_NO_CLONES)
+#define RNNFAST_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define RNNFAST_CLONES
+#endif
+
 #define RNNFAST_REAL float
 #define RNNFAST_FN(name) name##_f32
-#define RNNFAST_EXP expf
-#define RNNFAST_TANH tanhf
+#define RNNFAST_SIGMOID rnnfast_sigmoidf
+#define RNNFAST_TANH rnnfast_tanhf
 #include "rnnfast_gates_impl.h"
 #undef RNNFAST_REAL
 #undef RNNFAST_FN
-#undef RNNFAST_EXP
+#undef RNNFAST_SIGMOID
 #undef RNNFAST_TANH
 
 #define RNNFAST_REAL double
 #define RNNFAST_FN(name) name##_f64
-#define RNNFAST_EXP exp
-#define RNNFAST_TANH tanh
+#define RNNFAST_SIGMOID rnnfast_sigmoid
+#define RNNFAST_TANH rnnfast_tanh
 #include "rnnfast_gates_impl.h"
 #undef RNNFAST_REAL
 #undef RNNFAST_FN
-#undef RNNFAST_EXP
+#undef RNNFAST_SIGMOID
 #undef RNNFAST_TANH
 
 #endif /* RNNFAST_GATES_H */

@@ -1,7 +1,7 @@
 /* rnnfast: bodies of the per-step gate functions, for one precision.
  *
  * Included by rnnfast_gates.h with RNNFAST_REAL (float or double), RNNFAST_FN
- * (name suffix), RNNFAST_EXP and RNNFAST_TANH defined. Not a header of its own.
+ * (name suffix), RNNFAST_SIGMOID and RNNFAST_TANH defined. Not a header of its own.
  *
  * Every function sees one time step t: B rows, row b active when
  * lengths == NULL or t < lengths[b]. Buffers are row-major, rows of H values
@@ -11,19 +11,14 @@
 #define FN RNNFAST_FN
 #define IS_ACTIVE(b) (lengths == NULL || t < lengths[(b)])
 
-static inline REAL FN(rnnfast_sigmoid)(REAL v)
-{
-    return (REAL)1 / ((REAL)1 + RNNFAST_EXP(-v));
-}
-
 /* ------------------------------------------------------------------ RNN */
 
 /* h_t = act(pre + bias), act = tanh or relu.
  * pre (B, H): x_t W_ih^T + h_{t-1} W_hh^T;  bias (H,): b_ih + b_hh.
  * Inactive rows: h_t = h_{t-1}. */
-static void FN(rnn_step_forward)(ptrdiff_t B, ptrdiff_t H, int relu,
-                                 const REAL *pre, const REAL *bias,
-                                 const REAL *h_prev, REAL *h_out,
+RNNFAST_CLONES static void FN(rnn_step_forward)(ptrdiff_t B, ptrdiff_t H, int relu,
+                                 const REAL *RNNFAST_RESTRICT pre, const REAL *RNNFAST_RESTRICT bias,
+                                 const REAL *RNNFAST_RESTRICT h_prev, REAL *RNNFAST_RESTRICT h_out,
                                  const int64_t *lengths, int64_t t)
 {
     for (ptrdiff_t b = 0; b < B; b++) {
@@ -49,9 +44,9 @@ static void FN(rnn_step_forward)(ptrdiff_t B, ptrdiff_t H, int relu,
  * h_t (B, H); dy_t (B, H) or NULL for zeros; dpre (B, H) out.
  * dh (B, H): in dL/dh_t from later steps; out: 0 on active rows (the caller's
  * GEMM dh += dpre W_hh completes dL/dh_{t-1}), unchanged on inactive rows. */
-static void FN(rnn_step_backward)(ptrdiff_t B, ptrdiff_t H, int relu,
-                                  const REAL *h_t, const REAL *dy_t,
-                                  REAL *dh, REAL *dpre,
+RNNFAST_CLONES static void FN(rnn_step_backward)(ptrdiff_t B, ptrdiff_t H, int relu,
+                                  const REAL *RNNFAST_RESTRICT h_t, const REAL *RNNFAST_RESTRICT dy_t,
+                                  REAL *RNNFAST_RESTRICT dh, REAL *RNNFAST_RESTRICT dpre,
                                   const int64_t *lengths, int64_t t)
 {
     for (ptrdiff_t b = 0; b < B; b++) {
@@ -75,9 +70,9 @@ static void FN(rnn_step_backward)(ptrdiff_t B, ptrdiff_t H, int relu,
  *   i = sigmoid(a_i + b_i), f = sigmoid(a_f + b_f), g = tanh(a_g + b_g), o = sigmoid(a_o + b_o)
  *   c_t = f * c_{t-1} + i * g,   h_t = o * tanh(c_t)
  * bias (4H,): b_ih + b_hh. Inactive rows: h_t = h_{t-1}, c_t = c_{t-1}. */
-static void FN(lstm_step_forward)(ptrdiff_t B, ptrdiff_t H, REAL *gates, const REAL *bias,
-                                  const REAL *h_prev, REAL *h_out,
-                                  const REAL *c_prev, REAL *c_out,
+RNNFAST_CLONES static void FN(lstm_step_forward)(ptrdiff_t B, ptrdiff_t H, REAL *RNNFAST_RESTRICT gates, const REAL *RNNFAST_RESTRICT bias,
+                                  const REAL *RNNFAST_RESTRICT h_prev, REAL *RNNFAST_RESTRICT h_out,
+                                  const REAL *RNNFAST_RESTRICT c_prev, REAL *RNNFAST_RESTRICT c_out,
                                   const int64_t *lengths, int64_t t)
 {
     for (ptrdiff_t b = 0; b < B; b++) {
@@ -90,10 +85,10 @@ static void FN(lstm_step_forward)(ptrdiff_t B, ptrdiff_t H, REAL *gates, const R
             continue;
         }
         for (ptrdiff_t j = 0; j < H; j++) {
-            REAL i = FN(rnnfast_sigmoid)(a[j] + bias[j]);
-            REAL f = FN(rnnfast_sigmoid)(a[H + j] + bias[H + j]);
+            REAL i = RNNFAST_SIGMOID(a[j] + bias[j]);
+            REAL f = RNNFAST_SIGMOID(a[H + j] + bias[H + j]);
             REAL g = RNNFAST_TANH(a[2 * H + j] + bias[2 * H + j]);
-            REAL o = FN(rnnfast_sigmoid)(a[3 * H + j] + bias[3 * H + j]);
+            REAL o = RNNFAST_SIGMOID(a[3 * H + j] + bias[3 * H + j]);
             a[j] = i;
             a[H + j] = f;
             a[2 * H + j] = g;
@@ -110,9 +105,9 @@ static void FN(lstm_step_forward)(ptrdiff_t B, ptrdiff_t H, REAL *gates, const R
  * dh (B, H): in dL/dh_t, out 0 on active rows (the caller adds dG W_hh);
  * dc (B, H): in dL/dc_t, out dL/dc_{t-1} = dc' * f. Inactive rows: dG = 0, dh and
  * dc unchanged. dy_t may be NULL. */
-static void FN(lstm_step_backward)(ptrdiff_t B, ptrdiff_t H, REAL *gates,
-                                   const REAL *c_prev, const REAL *c_t, const REAL *dy_t,
-                                   REAL *dh, REAL *dc,
+RNNFAST_CLONES static void FN(lstm_step_backward)(ptrdiff_t B, ptrdiff_t H, REAL *RNNFAST_RESTRICT gates,
+                                   const REAL *RNNFAST_RESTRICT c_prev, const REAL *RNNFAST_RESTRICT c_t, const REAL *RNNFAST_RESTRICT dy_t,
+                                   REAL *RNNFAST_RESTRICT dh, REAL *RNNFAST_RESTRICT dc,
                                    const int64_t *lengths, int64_t t)
 {
     for (ptrdiff_t b = 0; b < B; b++) {
@@ -145,9 +140,9 @@ static void FN(lstm_step_backward)(ptrdiff_t B, ptrdiff_t H, REAL *gates,
  *   r = sigmoid(gi_r + b_ir + hh_r + b_hr),  z = sigmoid(gi_z + b_iz + hh_z + b_hz)
  *   gh_n = hh_n + b_hn,  n = tanh(gi_n + b_in + r * gh_n),  h_t = (1 - z) n + z h_{t-1}
  * gh_n_out (B, H) or NULL: gh_n kept for backward. Inactive rows: h_t = h_{t-1}. */
-static void FN(gru_step_forward)(ptrdiff_t B, ptrdiff_t H, REAL *gates, const REAL *hh,
-                                 const REAL *b_ih, const REAL *b_hh, REAL *gh_n_out,
-                                 const REAL *h_prev, REAL *h_out,
+RNNFAST_CLONES static void FN(gru_step_forward)(ptrdiff_t B, ptrdiff_t H, REAL *RNNFAST_RESTRICT gates, const REAL *RNNFAST_RESTRICT hh,
+                                 const REAL *RNNFAST_RESTRICT b_ih, const REAL *RNNFAST_RESTRICT b_hh, REAL *RNNFAST_RESTRICT gh_n_out,
+                                 const REAL *RNNFAST_RESTRICT h_prev, REAL *RNNFAST_RESTRICT h_out,
                                  const int64_t *lengths, int64_t t)
 {
     for (ptrdiff_t b = 0; b < B; b++) {
@@ -159,8 +154,8 @@ static void FN(gru_step_forward)(ptrdiff_t B, ptrdiff_t H, REAL *gates, const RE
             continue;
         }
         for (ptrdiff_t j = 0; j < H; j++) {
-            REAL r = FN(rnnfast_sigmoid)(a[j] + b_ih[j] + hh_b[j] + b_hh[j]);
-            REAL z = FN(rnnfast_sigmoid)(a[H + j] + b_ih[H + j] + hh_b[H + j] + b_hh[H + j]);
+            REAL r = RNNFAST_SIGMOID(a[j] + b_ih[j] + hh_b[j] + b_hh[j]);
+            REAL z = RNNFAST_SIGMOID(a[H + j] + b_ih[H + j] + hh_b[H + j] + b_hh[H + j]);
             REAL gh_n = hh_b[2 * H + j] + b_hh[2 * H + j];
             REAL n = RNNFAST_TANH(a[2 * H + j] + b_ih[2 * H + j] + r * gh_n);
             a[j] = r;
@@ -181,9 +176,9 @@ static void FN(gru_step_forward)(ptrdiff_t B, ptrdiff_t H, REAL *gates, const RE
  *   da_n = dn (1 - n^2),  da_r = da_n gh_n r (1 - r),  da_z = dz z (1 - z)
  * dh (B, H): in dL/dh_t; out dh' z on active rows, unchanged on inactive rows.
  * Inactive rows: dgi, gh_n and dgh rows are 0. dy_t may be NULL. */
-static void FN(gru_step_backward)(ptrdiff_t B, ptrdiff_t H, REAL *gates, REAL *gh_n,
-                                  REAL *dgh, const REAL *h_prev, const REAL *dy_t,
-                                  REAL *dh, const int64_t *lengths, int64_t t)
+RNNFAST_CLONES static void FN(gru_step_backward)(ptrdiff_t B, ptrdiff_t H, REAL *RNNFAST_RESTRICT gates, REAL *RNNFAST_RESTRICT gh_n,
+                                  REAL *RNNFAST_RESTRICT dgh, const REAL *RNNFAST_RESTRICT h_prev, const REAL *RNNFAST_RESTRICT dy_t,
+                                  REAL *RNNFAST_RESTRICT dh, const int64_t *lengths, int64_t t)
 {
     for (ptrdiff_t b = 0; b < B; b++) {
         REAL *a = gates + b * 3 * H, *ghn = gh_n + b * H, *dgh_b = dgh + b * 3 * H;
@@ -220,8 +215,8 @@ static void FN(gru_step_backward)(ptrdiff_t B, ptrdiff_t H, REAL *gates, REAL *g
 /* out[j] = sum_r a[r * ld + j] for j < cols: bias gradients as column sums of the
  * stacked gate gradients (rows = T*B). Accumulates in double, in column blocks that
  * stay in registers/L1 while the rows stream past. */
-static void FN(column_sums)(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
-                            const REAL *a, REAL *out)
+RNNFAST_CLONES static void FN(column_sums)(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
+                            const REAL *RNNFAST_RESTRICT a, REAL *RNNFAST_RESTRICT out)
 {
     enum { BLOCK = 256 };
     double acc[BLOCK];

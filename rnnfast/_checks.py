@@ -53,7 +53,7 @@ def _float_array(name, value, dtype):
     array = _as_array(name, value)
     if array.dtype.kind != "f":
         raise TypeError(f"{name} must be a floating-point array, got dtype {array.dtype}")
-    return np.ascontiguousarray(array, dtype=dtype)
+    return np.asarray(array, dtype=dtype, order="C")  # keeps 0-d arrays 0-d
 
 
 def _shape_error(name, expected_text, expected, got):
@@ -85,10 +85,12 @@ def forward_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity=
     dtype = parameter_dtype(w_ih)
     w_hh = _float_array("w_hh", w_hh, dtype)
     if w_hh.ndim != 2 or w_hh.shape[1] < 1 or w_hh.shape[0] != gates * w_hh.shape[1]:
-        H = w_hh.shape[1] if w_hh.ndim == 2 else "H"
-        raise ValueError(f"w_hh must have shape ({g}H, H) for {CELL_NAMES[cell]}, with the "
-                         f"hidden size H >= 1 read from its columns (H = {H}), "
-                         f"got {w_hh.shape}")
+        if w_hh.ndim == 2 and w_hh.shape[1] >= 1:
+            H = w_hh.shape[1]
+            raise ValueError(f"w_hh must have shape ({g}H, H) = ({gates * H}, {H}) for "
+                             f"{CELL_NAMES[cell]}, H being its column count, got {w_hh.shape}")
+        raise ValueError(f"w_hh must have shape ({g}H, H) for {CELL_NAMES[cell]} with hidden "
+                         f"size H >= 1, got {w_hh.shape}")
     H = w_hh.shape[1]
     GH = gates * H
 
@@ -164,6 +166,17 @@ def grad_array(name, value, expected_text, shape, dtype):
     array = _float_array(name, value, dtype)
     _check_shape(name, array, expected_text, shape)
     return array
+
+
+def zero_padding(x, lengths):
+    """``x`` (T, B, D) with the steps beyond each length set to 0 (a copy), or ``x``
+    itself when nothing is padded. Backward's ``dW_ih = dG^T x`` runs over every
+    step; zeroing the padding keeps whatever it holds (NaN, inf) out of it, as
+    PyTorch's packed sequences never read it."""
+    T, B = x.shape[:2]
+    if lengths is None or np.all(lengths == T):
+        return x
+    return np.where(active_mask(lengths, T, B)[:, :, None], x, 0).astype(x.dtype, copy=False)
 
 
 def active_mask(lengths, T, B):

@@ -83,12 +83,13 @@ def rnn_backward(dy, dh_T, cache):
     """
     cache = _checks.backward_cache(cache, "rnn", IMPL)
     a, data = cache.data["args"], cache.data
+    x = _checks.zero_padding(a.x, a.lengths)
     dy, dh = _incoming_grads(cache, dy, dh_T)
     cache.consumed = True
     dx, dw_ih, dw_hh, db = _grad_buffers(a)
     if _has_steps(a):
         dpre = np.empty((a.T, a.B, a.H), a.dtype)
-        _kernels.rnn_backward(a.x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["relu"],
+        _kernels.rnn_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["relu"],
                               data["hs"], dy, dh, dpre, dx, dw_ih, dw_hh, db)
     return RNNGrads(dx, dh, dw_ih, dw_hh, db, db.copy())
 
@@ -138,12 +139,13 @@ def lstm_backward(dy, dh_T, dc_T, cache):
     """
     cache = _checks.backward_cache(cache, "lstm", IMPL)
     a, data = cache.data["args"], cache.data
+    x = _checks.zero_padding(a.x, a.lengths)
     dy, dh = _incoming_grads(cache, dy, dh_T)
     dc = _state_grad("dc_T", dc_T, cache)
     cache.consumed = True
     dx, dw_ih, dw_hh, db = _grad_buffers(a)
     if _has_steps(a):
-        _kernels.lstm_backward(a.x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
+        _kernels.lstm_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
                                data["cs"], data["gates"], dy, dh, dc, dx, dw_ih, dw_hh, db)
     return LSTMGrads(dx, dh, dc, dw_ih, dw_hh, db, db.copy())
 
@@ -188,13 +190,14 @@ def gru_backward(dy, dh_T, cache):
     """
     cache = _checks.backward_cache(cache, "gru", IMPL)
     a, data = cache.data["args"], cache.data
+    x = _checks.zero_padding(a.x, a.lengths)
     dy, dh = _incoming_grads(cache, dy, dh_T)
     cache.consumed = True
     dx, dw_ih, dw_hh, db_ih = _grad_buffers(a)
     db_hh = np.zeros_like(db_ih)
     if _has_steps(a):
         dgh = np.empty((a.B, 3 * a.H), a.dtype)
-        _kernels.gru_backward(a.x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
+        _kernels.gru_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
                               data["gates"], data["gh_n"], dy, dh, dgh, dx, dw_ih, dw_hh,
                               db_ih, db_hh)
     return GRUGrads(dx, dh, dw_ih, dw_hh, db_ih, db_hh)

@@ -92,6 +92,7 @@ def rnn_backward(dy, dh_T, cache):
     """
     cache = _checks.backward_cache(cache, "rnn", IMPL)
     a, active = cache.data["args"], cache.data["active"]
+    x = np.where(active, a.x, 0)  # inactive steps never read x
     dy, dh = _incoming_grads(cache, dy, dh_T)
     h_prev, h_new = cache.data["h_prev"], cache.data["h_new"]
 
@@ -106,7 +107,7 @@ def rnn_backward(dy, dh_T, cache):
             dpre = dh_t * (h_new[t] > 0)
         dpre = np.where(active[t], dpre, 0)
         dx[t] = dpre @ a.w_ih
-        dw_ih += dpre.T @ a.x[t]
+        dw_ih += dpre.T @ x[t]
         dw_hh += dpre.T @ h_prev[t]
         db += dpre.sum(axis=0)
         dh = np.where(active[t], dpre @ a.w_hh, dh)
@@ -175,6 +176,7 @@ def lstm_backward(dy, dh_T, dc_T, cache):
     """
     cache = _checks.backward_cache(cache, "lstm", IMPL)
     a, active = cache.data["args"], cache.data["active"]
+    x = np.where(active, a.x, 0)  # inactive steps never read x
     dy, dh = _incoming_grads(cache, dy, dh_T)
     dc = _checks.grad_array("dc_T", dc_T, "(B, H)", (a.B, a.H), a.dtype)
     dc = np.zeros((a.B, a.H), a.dtype) if dc is None else dc.copy()
@@ -195,7 +197,7 @@ def lstm_backward(dy, dh_T, dc_T, cache):
                              do * o * (1 - o)], axis=1)
         da = np.where(active[t], da, 0)
         dx[t] = da @ a.w_ih
-        dw_ih += da.T @ a.x[t]
+        dw_ih += da.T @ x[t]
         dw_hh += da.T @ cache.data["h_prev"][t]
         db += da.sum(axis=0)
         dh = np.where(active[t], da @ a.w_hh, dh)
@@ -261,6 +263,7 @@ def gru_backward(dy, dh_T, cache):
     """
     cache = _checks.backward_cache(cache, "gru", IMPL)
     a, active = cache.data["args"], cache.data["active"]
+    x = np.where(active, a.x, 0)  # inactive steps never read x
     dy, dh = _incoming_grads(cache, dy, dh_T)
     H = a.H
 
@@ -279,7 +282,7 @@ def gru_backward(dy, dh_T, cache):
         dgi = np.where(active[t], np.concatenate([da_r, da_z, da_n], axis=1), 0)
         dgh = np.where(active[t], np.concatenate([da_r, da_z, da_n * r], axis=1), 0)
         dx[t] = dgi @ a.w_ih
-        dw_ih += dgi.T @ a.x[t]
+        dw_ih += dgi.T @ x[t]
         dw_hh += dgh.T @ h_prev
         db_ih += dgi.sum(axis=0)
         db_hh += dgh.sum(axis=0)
