@@ -37,9 +37,9 @@ cdef void gemm(BLAS_Trans trans_a, BLAS_Trans trans_b, int m, int n, int k,
               &beta, c, &ldc)
 
 
-def gemm_memview(BLAS_Trans trans_a, BLAS_Trans trans_b, floating alpha,
+def gemm_memview(BLAS_Trans trans_a, BLAS_Trans trans_b, double alpha,
                  const floating[:, ::1] a, const floating[:, ::1] b,
-                 floating beta, floating[:, ::1] c):
+                 double beta, floating[:, ::1] c):
     """``c[...] = alpha op(a) @ op(b) + beta c`` in place: the test twin of ``gemm``."""
     cdef int m = c.shape[0], n = c.shape[1]
     cdef int k = a.shape[0] if trans_a == Trans else a.shape[1]
@@ -51,5 +51,5 @@ def gemm_memview(BLAS_Trans trans_a, BLAS_Trans trans_b, floating alpha,
         raise ValueError(f"gemm: op(a) {a_m}x{a_k}, op(b) {b_k}x{b_n} and c {m}x{n} "
                          f"do not fit")
     with nogil:
-        gemm(trans_a, trans_b, m, n, k, alpha, &a[0, 0], max(1, a.shape[1]),
-             &b[0, 0], max(1, b.shape[1]), beta, &c[0, 0], max(1, c.shape[1]))
+        gemm(trans_a, trans_b, m, n, k, <floating>alpha, &a[0, 0], max(1, a.shape[1]),
+             &b[0, 0], max(1, b.shape[1]), <floating>beta, &c[0, 0], max(1, c.shape[1]))
