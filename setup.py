@@ -2,10 +2,15 @@
 
 Environment switches:
 - RNNFAST_NATIVE=1: compile for this machine's CPU (-march=native); not for wheels.
+- RNNFAST_OPENMP=0: build without OpenMP (the kernels then run on one thread).
+OpenMP is used when the compiler accepts -fopenmp, and left out otherwise.
 """
 
 import os
+import subprocess
 import sys
+import sysconfig
+import tempfile
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -28,19 +33,41 @@ def compile_args():
     return args
 
 
-def extension(name):
+def openmp_flags():
+    """-fopenmp if the C compiler builds and links a small OpenMP program with it."""
+    if os.environ.get("RNNFAST_OPENMP") == "0" or sys.platform == "win32":
+        return []
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()
+    source = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "probe.c")
+        with open(path, "w") as file:
+            file.write(source)
+        try:
+            result = subprocess.run(compiler + ["-fopenmp", path, "-o", os.path.join(folder, "probe")],
+                                    capture_output=True)
+        except OSError:
+            return []
+    return ["-fopenmp"] if result.returncode == 0 else []
+
+
+OPENMP = openmp_flags()
+
+
+def extension(name, parallel=False):
+    flags = OPENMP if parallel else []
     return Extension(
         f"rnnfast.{name}",
         [f"rnnfast/{name}.pyx"],
         include_dirs=["csrc"],
-        extra_compile_args=compile_args(),
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args() + flags,
+        extra_link_args=flags,
     )
 
 
 setup(
     ext_modules=cythonize(
-        [extension("_blas"), extension("_kernels")],
+        [extension("_blas"), extension("_kernels", parallel=True)],
         compiler_directives=COMPILER_DIRECTIVES,
     ),
 )

@@ -1,4 +1,5 @@
-# The C interface of csrc/: fused per-step gate math and the floating-point mode.
+# The C interface of csrc/: fused per-step gate math, the packed step GEMM and the
+# floating-point mode.
 # Signatures and shapes are documented in csrc/rnnfast_gates_impl.h.
 
 from libc.stdint cimport int64_t
@@ -56,3 +57,18 @@ cdef extern from "rnnfast_gates.h" nogil:
                          const float *a, float *out)
     void column_sums_f64(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
                          const double *a, double *out)
+
+cdef extern from "rnnfast_gemm.h" nogil:
+    size_t packed_size_f32(Py_ssize_t K, Py_ssize_t N)
+    size_t packed_size_f64(Py_ssize_t K, Py_ssize_t N)
+    void pack_panels_f32(Py_ssize_t K, Py_ssize_t N, const float *b, Py_ssize_t stride_k,
+                         Py_ssize_t stride_n, float *packed)
+    void pack_panels_f64(Py_ssize_t K, Py_ssize_t N, const double *b, Py_ssize_t stride_k,
+                         Py_ssize_t stride_n, double *packed)
+    void gemm_packed_f32(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float *a,
+                         Py_ssize_t lda, const float *packed, float *c, Py_ssize_t ldc)
+    void gemm_packed_f64(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double *a,
+                         Py_ssize_t lda, const double *packed, double *c, Py_ssize_t ldc)
+
+cdef extern from "rnnfast_threads.h" nogil:
+    int rnnfast_max_threads()

@@ -25,12 +25,22 @@ Buffers, allocated by the caller:
 
 Inactive steps (``t >= lengths[b]``, lengths None meaning all active) carry the
 state forward and the state gradient backward; see csrc/rnnfast_gates_impl.h.
+
+Threads: batch rows are independent, so the batch is split into ``parts`` blocks of
+rows, each running the whole time loop on its own thread (OpenMP) with no
+synchronisation between steps. Inside the loop the recurrent product uses the
+packed kernel of csrc/rnnfast_gemm.h, never BLAS, so no BLAS thread pool runs
+inside the parallel region. The large GEMMs over all steps (the input projection
+and the weight gradients) run through BLAS, with its own threads, outside it.
 """
 
 from cython cimport floating
+from cython.parallel cimport prange
 from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
 
-from ._blas cimport gemm, NoTrans, Trans
+from ._blas cimport BLAS_Trans, gemm, NoTrans, Trans
 from ._gates cimport *
 
 
@@ -96,6 +106,15 @@ cdef inline void gru_step_backward(Py_ssize_t B, Py_ssize_t H, floating *gates,
         gru_step_backward_f64(B, H, gates, gh_n, dgh, h_prev, dy_t, dh, lengths, t)
 
 
+cdef inline void gemm_packed(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating *a,
+                             Py_ssize_t lda, const floating *packed, floating *c,
+                             Py_ssize_t ldc) noexcept nogil:
+    if floating is float:
+        gemm_packed_f32(M, N, K, a, lda, packed, c, ldc)
+    else:
+        gemm_packed_f64(M, N, K, a, lda, packed, c, ldc)
+
+
 cdef inline void column_sums(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
                              const floating *a, floating *out) noexcept nogil:
     if floating is float:
@@ -106,12 +125,48 @@ cdef inline void column_sums(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
 
 # ---------------------------------------------------------------- shared pieces
 
+def max_threads():
+    """The most threads a kernel call splits its batch across (1 without OpenMP)."""
+    return rnnfast_max_threads()
+
+
+cdef floating *pack_weights(const floating[:, ::1] w, bint transpose) except NULL:
+    """Pack op(W) for gemm_packed: W^T (cols, rows) when ``transpose``, else W itself.
+
+    Forward multiplies by W_hh^T, backward by W_hh. The caller frees the buffer.
+    """
+    cdef Py_ssize_t rows = w.shape[0], cols = w.shape[1]
+    cdef Py_ssize_t K = cols if transpose else rows
+    cdef Py_ssize_t N = rows if transpose else cols
+    cdef size_t size
+    cdef floating *packed
+    if floating is float:
+        size = packed_size_f32(K, N)
+    else:
+        size = packed_size_f64(K, N)
+    packed = <floating *>malloc(size * sizeof(floating))
+    if packed == NULL:
+        raise MemoryError(f"cannot allocate {size * sizeof(floating)} bytes of packed weights")
+    if floating is float:
+        pack_panels_f32(K, N, &w[0, 0], 1 if transpose else cols, cols if transpose else 1,
+                        packed)
+    else:
+        pack_panels_f64(K, N, &w[0, 0], 1 if transpose else cols, cols if transpose else 1,
+                        packed)
+    return packed
+
+
+cdef inline Py_ssize_t part_start(Py_ssize_t part, Py_ssize_t parts, Py_ssize_t B) noexcept nogil:
+    """First batch row of block ``part`` when B rows are split into ``parts`` blocks."""
+    return part * B // parts
+
+
 cdef inline const int64_t *lengths_ptr(const int64_t[::1] lengths) noexcept nogil:
     return NULL if lengths is None else &lengths[0]
 
 
-cdef inline const floating *dy_ptr(const floating[:, :, ::1] dy, Py_ssize_t t) noexcept nogil:
-    return NULL if dy is None else &dy[t, 0, 0]
+cdef inline const floating *optional_ptr(const floating[:, :, ::1] array) noexcept nogil:
+    return NULL if array is None else &array[0, 0, 0]
 
 
 cdef inline Py_ssize_t chunk_start(Py_ssize_t step, Py_ssize_t steps, Py_ssize_t T,
@@ -120,33 +175,85 @@ cdef inline Py_ssize_t chunk_start(Py_ssize_t step, Py_ssize_t steps, Py_ssize_t
     return T - step - steps if reverse else step
 
 
+cdef void gemm_split_rows(BLAS_Trans trans_a, BLAS_Trans trans_b, Py_ssize_t m, Py_ssize_t n,
+                          Py_ssize_t k, const floating *a, Py_ssize_t lda,
+                          const floating *b, Py_ssize_t ldb, floating *c, Py_ssize_t ldc,
+                          int parts) noexcept nogil:
+    """C = op(A) op(B) (m, n), its rows split into ``parts`` blocks computed in parallel,
+    each by a single-threaded BLAS call (the caller limits BLAS to one thread)."""
+    cdef Py_ssize_t part, m0, m1
+    for part in prange(parts, num_threads=parts, schedule="static"):
+        m0 = part_start(part, parts, m)
+        m1 = part_start(part + 1, parts, m)
+        gemm(trans_a, trans_b, m1 - m0, n, k, 1,
+             a + (m0 if trans_a == Trans else m0 * lda), lda, b, ldb, 0, c + m0 * ldc, ldc)
+
+
+cdef void column_sums_split(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld, const floating *a,
+                            floating *out, int parts) noexcept nogil:
+    """out[j] = sum_r a[r * ld + j], the columns split into ``parts`` blocks."""
+    cdef Py_ssize_t part, j0, j1
+    for part in prange(parts, num_threads=parts, schedule="static"):
+        j0 = part_start(part, parts, cols)
+        j1 = part_start(part + 1, parts, cols)
+        column_sums(rows, j1 - j0, ld, a + j0, out + j0)
+
+
 cdef void project_inputs(const floating *x, const floating *w_ih, Py_ssize_t first,
                          Py_ssize_t steps, Py_ssize_t B, Py_ssize_t D, Py_ssize_t GH,
-                         floating *gates) noexcept nogil:
-    """gates[0:steps] (steps*B, GH) = x[first:first+steps] (steps*B, D) @ W_ih^T."""
-    gemm(NoTrans, Trans, steps * B, GH, D, 1, x + first * B * D, D, w_ih, D, 0, gates, GH)
+                         floating *gates, int parts) noexcept nogil:
+    # gates[0:steps] = x[first:first+steps] @ W_ih.T       (steps*B, GH)
+    gemm_split_rows(NoTrans, Trans, steps * B, GH, D, x + first * B * D, D, w_ih, D, gates, GH,
+                    parts)
 
 
-cdef void input_and_weight_grads(const floating *dG, Py_ssize_t rows, Py_ssize_t GH,
-                                 const floating *x, Py_ssize_t D,
-                                 const floating *h_prev, Py_ssize_t H,
-                                 const floating *w_ih, floating *dx, floating *dw_ih,
-                                 floating *dw_hh, floating *db) noexcept nogil:
-    """The GEMMs after the reverse loop, over all rows = T*B at once.
+cdef void input_grads(const floating *dG, Py_ssize_t rows, Py_ssize_t GH,
+                      const floating *x, Py_ssize_t D, const floating *w_ih,
+                      floating *dx, floating *dw_ih, int parts) noexcept nogil:
+    """dx and dW_ih from dG (rows, GH) and x (rows, D), rows = T*B."""
+    # dx = dG @ W_ih                      (rows, D)
+    gemm_split_rows(NoTrans, NoTrans, rows, D, GH, dG, GH, w_ih, D, dx, D, parts)
+    # dW_ih = dG.T @ x                    (GH, D)
+    gemm_split_rows(Trans, NoTrans, GH, D, rows, dG, GH, x, D, dw_ih, D, parts)
+
+
+cdef void all_weight_grads(const floating *dG, Py_ssize_t rows, Py_ssize_t GH,
+                           const floating *x, Py_ssize_t D, const floating *h_prev,
+                           Py_ssize_t H, const floating *w_ih, floating *dx, floating *dw_ih,
+                           floating *dw_hh, floating *db, int parts) noexcept nogil:
+    """The GEMMs after the reverse loop when both sides share dG (RNN, LSTM).
 
     dG (rows, GH), x (rows, D), h_prev (rows, H): the states entering each step.
     """
-    # dx = dG @ W_ih                      (rows, D)
-    gemm(NoTrans, NoTrans, rows, D, GH, 1, dG, GH, w_ih, D, 0, dx, D)
-    # dW_ih = dG.T @ x                    (GH, D)
-    gemm(Trans, NoTrans, GH, D, rows, 1, dG, GH, x, D, 0, dw_ih, D)
+    input_grads(dG, rows, GH, x, D, w_ih, dx, dw_ih, parts)
     # dW_hh = dG.T @ h_prev               (GH, H)
-    gemm(Trans, NoTrans, GH, H, rows, 1, dG, GH, h_prev, H, 0, dw_hh, H)
+    gemm_split_rows(Trans, NoTrans, GH, H, rows, dG, GH, h_prev, H, dw_hh, H, parts)
     # db = dG.sum(axis=0)                 (GH,)
-    column_sums(rows, GH, GH, dG, db)
+    column_sums_split(rows, GH, GH, dG, db, parts)
 
 
 # ---------------------------------------------------------------- RNN
+
+cdef void rnn_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssize_t steps,
+                           Py_ssize_t first, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
+                           bint reverse, bint relu, floating *hs, floating *gates,
+                           const floating *packed_w_hh_t, const floating *bias,
+                           const int64_t *lengths) noexcept nogil:
+    """Steps s0 .. s0+steps-1 for batch rows b0 .. b0+nb-1."""
+    cdef Py_ssize_t s, t, prev = reverse, out = 1 - reverse
+    cdef floating *gates_t
+    cdef floating *h_prev
+    cdef unsigned int fpmode = rnnfast_fpmode_enter()
+    for s in range(s0, s0 + steps):
+        t = T - 1 - s if reverse else s
+        gates_t = gates + ((t - first) * B + b0) * H
+        h_prev = hs + ((t + prev) * B + b0) * H
+        # gates_t += h_{t-1} @ W_hh.T         (nb, H)
+        gemm_packed(nb, H, H, h_prev, H, packed_w_hh_t, gates_t, H)
+        rnn_step_forward(nb, H, relu, gates_t, bias, h_prev, hs + ((t + out) * B + b0) * H,
+                         NULL if lengths == NULL else lengths + b0, t)
+    rnnfast_fpmode_exit(fpmode)
+
 
 def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 const floating[:, ::1] w_ih,     # (H, D)
@@ -155,28 +262,45 @@ def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 const int64_t[::1] lengths,      # (B,) or None
                 bint reverse, bint relu,
                 floating[:, :, ::1] hs,          # (T+1, B, H) in: h0 in its slot; out: states
-                floating[:, :, ::1] gates):      # (K, B, H) workspace
+                floating[:, :, ::1] gates,       # (K, B, H) workspace
+                int parts):                      # batch blocks run in parallel
     """h_t = act(x_t W_ih^T + h_{t-1} W_hh^T + bias) over all steps, into ``hs``."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
-    cdef Py_ssize_t K = gates.shape[0], prev = reverse, out = 1 - reverse
-    cdef Py_ssize_t s, t, first = 0, steps
-    cdef floating *gates_t
-    cdef unsigned int fpmode
-    with nogil:
-        fpmode = rnnfast_fpmode_enter()
-        for s in range(T):
-            t = T - 1 - s if reverse else s
-            if s % K == 0:
-                steps = min(K, T - s)
-                first = chunk_start(s, steps, T, reverse)
-                project_inputs(&x[0, 0, 0], &w_ih[0, 0], first, steps, B, D, H, &gates[0, 0, 0])
-            gates_t = &gates[t - first, 0, 0]
-            # gates_t += h_{t-1} @ W_hh.T         (B, H)
-            gemm(NoTrans, Trans, B, H, H, 1, &hs[t + prev, 0, 0], H, &w_hh[0, 0], H,
-                 1, gates_t, H)
-            rnn_step_forward(B, H, relu, gates_t, &bias[0], &hs[t + prev, 0, 0],
-                             &hs[t + out, 0, 0], lengths_ptr(lengths), t)
-        rnnfast_fpmode_exit(fpmode)
+    cdef Py_ssize_t K = gates.shape[0], chunk, s0, steps, first, part, b0
+    cdef floating *packed = pack_weights(w_hh, True)
+    try:
+        with nogil:
+            for chunk in range((T + K - 1) // K):
+                s0 = chunk * K
+                steps = min(K, T - s0)
+                first = chunk_start(s0, steps, T, reverse)
+                project_inputs(&x[0, 0, 0], &w_ih[0, 0], first, steps, B, D, H, &gates[0, 0, 0], parts)
+                for part in prange(parts, num_threads=parts, schedule="static"):
+                    b0 = part_start(part, parts, B)
+                    rnn_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps, first,
+                                     T, B, H, reverse, relu, &hs[0, 0, 0], &gates[0, 0, 0],
+                                     packed, &bias[0], lengths_ptr(lengths))
+    finally:
+        free(packed)
+
+
+cdef void rnn_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize_t B,
+                            Py_ssize_t H, bint reverse, bint relu, const floating *hs,
+                            const floating *dy, floating *dh, floating *dpre,
+                            const floating *packed_w_hh, const int64_t *lengths) noexcept nogil:
+    """The reverse time loop for batch rows b0 .. b0+nb-1."""
+    cdef Py_ssize_t s, t, out = 1 - reverse
+    cdef floating *dpre_t
+    cdef unsigned int fpmode = rnnfast_fpmode_enter()
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        dpre_t = dpre + (t * B + b0) * H
+        rnn_step_backward(nb, H, relu, hs + ((t + out) * B + b0) * H,
+                          NULL if dy == NULL else dy + (t * B + b0) * H, dh + b0 * H, dpre_t,
+                          NULL if lengths == NULL else lengths + b0, t)
+        # dh += dpre_t @ W_hh                 (nb, H)
+        gemm_packed(nb, H, H, dpre_t, H, packed_w_hh, dh + b0 * H, H)
+    rnnfast_fpmode_exit(fpmode)
 
 
 def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
@@ -191,27 +315,54 @@ def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
                  floating[:, :, ::1] dx,         # (T, B, D) out
                  floating[:, ::1] dw_ih,         # (H, D) out
                  floating[:, ::1] dw_hh,         # (H, H) out
-                 floating[::1] db):              # (H,) out
+                 floating[::1] db,               # (H,) out
+                 int parts):
     """BPTT for ``rnn_forward``: dpre_t = (dy_t + dh_t) act'(h_t), dh_{t-1} = dpre_t W_hh."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
-    cdef Py_ssize_t prev = reverse, out = 1 - reverse
-    cdef Py_ssize_t s, t
-    cdef unsigned int fpmode
-    with nogil:
-        fpmode = rnnfast_fpmode_enter()
-        for s in range(T):
-            t = s if reverse else T - 1 - s
-            rnn_step_backward(B, H, relu, &hs[t + out, 0, 0], dy_ptr(dy, t), &dh[0, 0],
-                              &dpre[t, 0, 0], lengths_ptr(lengths), t)
-            # dh += dpre_t @ W_hh                 (B, H)
-            gemm(NoTrans, NoTrans, B, H, H, 1, &dpre[t, 0, 0], H, &w_hh[0, 0], H,
-                 1, &dh[0, 0], H)
-        input_and_weight_grads(&dpre[0, 0, 0], T * B, H, &x[0, 0, 0], D, &hs[prev, 0, 0], H,
-                               &w_ih[0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0])
-        rnnfast_fpmode_exit(fpmode)
+    cdef Py_ssize_t part, b0
+    cdef floating *packed = pack_weights(w_hh, False)
+    try:
+        with nogil:
+            for part in prange(parts, num_threads=parts, schedule="static"):
+                b0 = part_start(part, parts, B)
+                rnn_backward_rows(b0, part_start(part + 1, parts, B) - b0, T, B, H, reverse,
+                                  relu, &hs[0, 0, 0], optional_ptr(dy), &dh[0, 0],
+                                  &dpre[0, 0, 0], packed, lengths_ptr(lengths))
+            all_weight_grads(&dpre[0, 0, 0], T * B, H, &x[0, 0, 0], D, &hs[reverse, 0, 0], H,
+                             &w_ih[0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0],
+                             parts)
+    finally:
+        free(packed)
 
 
 # ---------------------------------------------------------------- LSTM
+
+cdef void lstm_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssize_t steps,
+                            Py_ssize_t first, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
+                            bint reverse, bint training, floating *hs, floating *cs,
+                            floating *gates, const floating *packed_w_hh_t,
+                            const floating *bias, const int64_t *lengths) noexcept nogil:
+    """Steps s0 .. s0+steps-1 for batch rows b0 .. b0+nb-1."""
+    cdef Py_ssize_t s, t, prev = reverse, out = 1 - reverse
+    cdef floating *gates_t
+    cdef floating *h_prev
+    cdef floating *c_prev
+    cdef floating *c_out
+    cdef unsigned int fpmode = rnnfast_fpmode_enter()
+    for s in range(s0, s0 + steps):
+        t = T - 1 - s if reverse else s
+        gates_t = gates + ((t - first) * B + b0) * 4 * H
+        h_prev = hs + ((t + prev) * B + b0) * H
+        if training:
+            c_prev, c_out = cs + ((t + prev) * B + b0) * H, cs + ((t + out) * B + b0) * H
+        else:
+            c_prev, c_out = cs + ((s % 2) * B + b0) * H, cs + (((s + 1) % 2) * B + b0) * H
+        # gates_t += h_{t-1} @ W_hh.T         (nb, 4H)
+        gemm_packed(nb, 4 * H, H, h_prev, H, packed_w_hh_t, gates_t, 4 * H)
+        lstm_step_forward(nb, H, gates_t, bias, h_prev, hs + ((t + out) * B + b0) * H,
+                          c_prev, c_out, NULL if lengths == NULL else lengths + b0, t)
+    rnnfast_fpmode_exit(fpmode)
+
 
 def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
                  const floating[:, ::1] w_ih,    # (4H, D)
@@ -221,35 +372,48 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
                  bint reverse, bint training,
                  floating[:, :, ::1] hs,         # (T+1, B, H) in: h0 in its slot; out: states
                  floating[:, :, ::1] cs,         # training (T+1, B, H), else (2, B, H); in: c0
-                 floating[:, :, ::1] gates):     # (K, B, 4H) workspace; K == T keeps the gates
+                 floating[:, :, ::1] gates,      # (K, B, 4H) workspace; K == T keeps the gates
+                 int parts):                     # batch blocks run in parallel
     """c_t = f c_{t-1} + i g, h_t = o tanh(c_t) over all steps, into ``hs`` and ``cs``."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
-    cdef Py_ssize_t K = gates.shape[0], prev = reverse, out = 1 - reverse
-    cdef Py_ssize_t s, t, first = 0, steps
-    cdef floating *gates_t
-    cdef floating *c_prev
-    cdef floating *c_out
-    cdef unsigned int fpmode
-    with nogil:
-        fpmode = rnnfast_fpmode_enter()
-        for s in range(T):
-            t = T - 1 - s if reverse else s
-            if s % K == 0:
-                steps = min(K, T - s)
-                first = chunk_start(s, steps, T, reverse)
+    cdef Py_ssize_t K = gates.shape[0], chunk, s0, steps, first, part, b0
+    cdef floating *packed = pack_weights(w_hh, True)
+    try:
+        with nogil:
+            for chunk in range((T + K - 1) // K):
+                s0 = chunk * K
+                steps = min(K, T - s0)
+                first = chunk_start(s0, steps, T, reverse)
                 project_inputs(&x[0, 0, 0], &w_ih[0, 0], first, steps, B, D, 4 * H,
-                               &gates[0, 0, 0])
-            gates_t = &gates[t - first, 0, 0]
-            if training:
-                c_prev, c_out = &cs[t + prev, 0, 0], &cs[t + out, 0, 0]
-            else:
-                c_prev, c_out = &cs[s % 2, 0, 0], &cs[(s + 1) % 2, 0, 0]
-            # gates_t += h_{t-1} @ W_hh.T         (B, 4H)
-            gemm(NoTrans, Trans, B, 4 * H, H, 1, &hs[t + prev, 0, 0], H, &w_hh[0, 0], H,
-                 1, gates_t, 4 * H)
-            lstm_step_forward(B, H, gates_t, &bias[0], &hs[t + prev, 0, 0],
-                              &hs[t + out, 0, 0], c_prev, c_out, lengths_ptr(lengths), t)
-        rnnfast_fpmode_exit(fpmode)
+                               &gates[0, 0, 0], parts)
+                for part in prange(parts, num_threads=parts, schedule="static"):
+                    b0 = part_start(part, parts, B)
+                    lstm_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps,
+                                      first, T, B, H, reverse, training, &hs[0, 0, 0],
+                                      &cs[0, 0, 0], &gates[0, 0, 0], packed, &bias[0],
+                                      lengths_ptr(lengths))
+    finally:
+        free(packed)
+
+
+cdef void lstm_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize_t B,
+                             Py_ssize_t H, bint reverse, const floating *cs,
+                             floating *gates, const floating *dy, floating *dh, floating *dc,
+                             const floating *packed_w_hh, const int64_t *lengths) noexcept nogil:
+    """The reverse time loop for batch rows b0 .. b0+nb-1."""
+    cdef Py_ssize_t s, t, prev = reverse, out = 1 - reverse
+    cdef floating *gates_t
+    cdef unsigned int fpmode = rnnfast_fpmode_enter()
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        gates_t = gates + (t * B + b0) * 4 * H
+        lstm_step_backward(nb, H, gates_t, cs + ((t + prev) * B + b0) * H,
+                           cs + ((t + out) * B + b0) * H,
+                           NULL if dy == NULL else dy + (t * B + b0) * H, dh + b0 * H,
+                           dc + b0 * H, NULL if lengths == NULL else lengths + b0, t)
+        # dh += dG_t @ W_hh                   (nb, H)
+        gemm_packed(nb, H, 4 * H, gates_t, 4 * H, packed_w_hh, dh + b0 * H, H)
+    rnnfast_fpmode_exit(fpmode)
 
 
 def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
@@ -266,28 +430,51 @@ def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
                   floating[:, :, ::1] dx,        # (T, B, D) out
                   floating[:, ::1] dw_ih,        # (4H, D) out
                   floating[:, ::1] dw_hh,        # (4H, H) out
-                  floating[::1] db):             # (4H,) out
+                  floating[::1] db,              # (4H,) out
+                  int parts):
     """BPTT for ``lstm_forward``; the stored gates become dG in place."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
-    cdef Py_ssize_t prev = reverse, out = 1 - reverse
-    cdef Py_ssize_t s, t
-    cdef unsigned int fpmode
-    with nogil:
-        fpmode = rnnfast_fpmode_enter()
-        for s in range(T):
-            t = s if reverse else T - 1 - s
-            lstm_step_backward(B, H, &gates[t, 0, 0], &cs[t + prev, 0, 0], &cs[t + out, 0, 0],
-                               dy_ptr(dy, t), &dh[0, 0], &dc[0, 0], lengths_ptr(lengths), t)
-            # dh += dG_t @ W_hh                   (B, H)
-            gemm(NoTrans, NoTrans, B, H, 4 * H, 1, &gates[t, 0, 0], 4 * H, &w_hh[0, 0], H,
-                 1, &dh[0, 0], H)
-        input_and_weight_grads(&gates[0, 0, 0], T * B, 4 * H, &x[0, 0, 0], D,
-                               &hs[prev, 0, 0], H, &w_ih[0, 0], &dx[0, 0, 0],
-                               &dw_ih[0, 0], &dw_hh[0, 0], &db[0])
-        rnnfast_fpmode_exit(fpmode)
+    cdef Py_ssize_t part, b0
+    cdef floating *packed = pack_weights(w_hh, False)
+    try:
+        with nogil:
+            for part in prange(parts, num_threads=parts, schedule="static"):
+                b0 = part_start(part, parts, B)
+                lstm_backward_rows(b0, part_start(part + 1, parts, B) - b0, T, B, H, reverse,
+                                   &cs[0, 0, 0], &gates[0, 0, 0], optional_ptr(dy), &dh[0, 0],
+                                   &dc[0, 0], packed, lengths_ptr(lengths))
+            all_weight_grads(&gates[0, 0, 0], T * B, 4 * H, &x[0, 0, 0], D, &hs[reverse, 0, 0],
+                             H, &w_ih[0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0],
+                             parts)
+    finally:
+        free(packed)
 
 
 # ---------------------------------------------------------------- GRU
+
+cdef void gru_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssize_t steps,
+                           Py_ssize_t first, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
+                           bint reverse, floating *hs, floating *gates, floating *hh,
+                           floating *gh_n, const floating *packed_w_hh_t,
+                           const floating *b_ih, const floating *b_hh,
+                           const int64_t *lengths) noexcept nogil:
+    """Steps s0 .. s0+steps-1 for batch rows b0 .. b0+nb-1."""
+    cdef Py_ssize_t s, t, prev = reverse, out = 1 - reverse
+    cdef floating *h_prev
+    cdef floating *hh_rows = hh + b0 * 3 * H
+    cdef unsigned int fpmode = rnnfast_fpmode_enter()
+    for s in range(s0, s0 + steps):
+        t = T - 1 - s if reverse else s
+        h_prev = hs + ((t + prev) * B + b0) * H
+        # hh = h_{t-1} @ W_hh.T               (nb, 3H)
+        memset(hh_rows, 0, nb * 3 * H * sizeof(floating))
+        gemm_packed(nb, 3 * H, H, h_prev, H, packed_w_hh_t, hh_rows, 3 * H)
+        gru_step_forward(nb, H, gates + ((t - first) * B + b0) * 3 * H, hh_rows, b_ih, b_hh,
+                         NULL if gh_n == NULL else gh_n + (t * B + b0) * H, h_prev,
+                         hs + ((t + out) * B + b0) * H,
+                         NULL if lengths == NULL else lengths + b0, t)
+    rnnfast_fpmode_exit(fpmode)
+
 
 def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 const floating[:, ::1] w_ih,     # (3H, D)
@@ -299,31 +486,47 @@ def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 floating[:, :, ::1] hs,          # (T+1, B, H) in: h0 in its slot; out: states
                 floating[:, :, ::1] gates,       # (K, B, 3H) workspace; K == T keeps the gates
                 floating[:, ::1] hh,             # (B, 3H) workspace: h_{t-1} W_hh^T
-                floating[:, :, ::1] gh_n):       # (T, B, H) out: h_{t-1} W_hn^T + b_hn, or None
+                floating[:, :, ::1] gh_n,        # (T, B, H) out: h_{t-1} W_hn^T + b_hn, or None
+                int parts):                      # batch blocks run in parallel
     """h_t = (1 - z) n + z h_{t-1} over all steps, into ``hs``."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
-    cdef Py_ssize_t K = gates.shape[0], prev = reverse, out = 1 - reverse
-    cdef Py_ssize_t s, t, first = 0, steps
-    cdef floating *gates_t
-    cdef floating *gh_n_t
-    cdef unsigned int fpmode
-    with nogil:
-        fpmode = rnnfast_fpmode_enter()
-        for s in range(T):
-            t = T - 1 - s if reverse else s
-            if s % K == 0:
-                steps = min(K, T - s)
-                first = chunk_start(s, steps, T, reverse)
+    cdef Py_ssize_t K = gates.shape[0], chunk, s0, steps, first, part, b0
+    cdef floating *packed = pack_weights(w_hh, True)
+    try:
+        with nogil:
+            for chunk in range((T + K - 1) // K):
+                s0 = chunk * K
+                steps = min(K, T - s0)
+                first = chunk_start(s0, steps, T, reverse)
                 project_inputs(&x[0, 0, 0], &w_ih[0, 0], first, steps, B, D, 3 * H,
-                               &gates[0, 0, 0])
-            gates_t = &gates[t - first, 0, 0]
-            gh_n_t = NULL if gh_n is None else &gh_n[t, 0, 0]
-            # hh = h_{t-1} @ W_hh.T               (B, 3H)
-            gemm(NoTrans, Trans, B, 3 * H, H, 1, &hs[t + prev, 0, 0], H, &w_hh[0, 0], H,
-                 0, &hh[0, 0], 3 * H)
-            gru_step_forward(B, H, gates_t, &hh[0, 0], &b_ih[0], &b_hh[0], gh_n_t,
-                             &hs[t + prev, 0, 0], &hs[t + out, 0, 0], lengths_ptr(lengths), t)
-        rnnfast_fpmode_exit(fpmode)
+                               &gates[0, 0, 0], parts)
+                for part in prange(parts, num_threads=parts, schedule="static"):
+                    b0 = part_start(part, parts, B)
+                    gru_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps, first,
+                                     T, B, H, reverse, &hs[0, 0, 0], &gates[0, 0, 0],
+                                     &hh[0, 0], <floating *>optional_ptr(gh_n), packed,
+                                     &b_ih[0], &b_hh[0], lengths_ptr(lengths))
+    finally:
+        free(packed)
+
+
+cdef void gru_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize_t B,
+                            Py_ssize_t H, bint reverse, const floating *hs, floating *gates,
+                            floating *gh_n, const floating *dy, floating *dh, floating *dgh,
+                            const floating *packed_w_hh, const int64_t *lengths) noexcept nogil:
+    """The reverse time loop for batch rows b0 .. b0+nb-1."""
+    cdef Py_ssize_t s, t, prev = reverse
+    cdef floating *dgh_rows = dgh + b0 * 3 * H
+    cdef unsigned int fpmode = rnnfast_fpmode_enter()
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        gru_step_backward(nb, H, gates + (t * B + b0) * 3 * H, gh_n + (t * B + b0) * H,
+                          dgh_rows, hs + ((t + prev) * B + b0) * H,
+                          NULL if dy == NULL else dy + (t * B + b0) * H, dh + b0 * H,
+                          NULL if lengths == NULL else lengths + b0, t)
+        # dh += dgh @ W_hh                    (nb, H)
+        gemm_packed(nb, H, 3 * H, dgh_rows, 3 * H, packed_w_hh, dh + b0 * H, H)
+    rnnfast_fpmode_exit(fpmode)
 
 
 def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
@@ -341,42 +544,36 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
                  floating[:, ::1] dw_ih,         # (3H, D) out
                  floating[:, ::1] dw_hh,         # (3H, H) out
                  floating[::1] db_ih,            # (3H,) out
-                 floating[::1] db_hh):           # (3H,) out
+                 floating[::1] db_hh,            # (3H,) out
+                 int parts):
     """BPTT for ``gru_forward``.
 
     The input side and the recurrent side differ only in the n gate (da_n versus
     da_n * r), so dgi is kept in ``gates`` and the recurrent n part in ``gh_n``.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
-    cdef Py_ssize_t prev = reverse, rows = T * B
-    cdef Py_ssize_t s, t
-    cdef const floating *h_prev_all
-    cdef unsigned int fpmode
-    with nogil:
-        fpmode = rnnfast_fpmode_enter()
-        for s in range(T):
-            t = s if reverse else T - 1 - s
-            gru_step_backward(B, H, &gates[t, 0, 0], &gh_n[t, 0, 0], &dgh[0, 0],
-                              &hs[t + prev, 0, 0], dy_ptr(dy, t), &dh[0, 0],
-                              lengths_ptr(lengths), t)
-            # dh += dgh @ W_hh                    (B, H)
-            gemm(NoTrans, NoTrans, B, H, 3 * H, 1, &dgh[0, 0], 3 * H, &w_hh[0, 0], H,
-                 1, &dh[0, 0], H)
-        h_prev_all = &hs[prev, 0, 0]
-        # dx = dgi @ W_ih                         (T*B, D)
-        gemm(NoTrans, NoTrans, rows, D, 3 * H, 1, &gates[0, 0, 0], 3 * H, &w_ih[0, 0], D,
-             0, &dx[0, 0, 0], D)
-        # dW_ih = dgi.T @ x                       (3H, D)
-        gemm(Trans, NoTrans, 3 * H, D, rows, 1, &gates[0, 0, 0], 3 * H, &x[0, 0, 0], D,
-             0, &dw_ih[0, 0], D)
-        # dW_hh[:2H] = dgi[:, :2H].T @ h_prev     (2H, H)
-        gemm(Trans, NoTrans, 2 * H, H, rows, 1, &gates[0, 0, 0], 3 * H, h_prev_all, H,
-             0, &dw_hh[0, 0], H)
-        # dW_hh[2H:] = (da_n * r).T @ h_prev      (H, H)
-        gemm(Trans, NoTrans, H, H, rows, 1, &gh_n[0, 0, 0], H, h_prev_all, H,
-             0, &dw_hh[2 * H, 0], H)
-        # db_ih = dgi.sum(0);  db_hh = [dgi[:, :2H].sum(0), (da_n * r).sum(0)]
-        column_sums(rows, 3 * H, 3 * H, &gates[0, 0, 0], &db_ih[0])
-        column_sums(rows, 2 * H, 3 * H, &gates[0, 0, 0], &db_hh[0])
-        column_sums(rows, H, H, &gh_n[0, 0, 0], &db_hh[2 * H])
-        rnnfast_fpmode_exit(fpmode)
+    cdef Py_ssize_t rows = T * B, part, b0
+    cdef const floating *h_prev_all = &hs[reverse, 0, 0]
+    cdef floating *packed = pack_weights(w_hh, False)
+    try:
+        with nogil:
+            for part in prange(parts, num_threads=parts, schedule="static"):
+                b0 = part_start(part, parts, B)
+                gru_backward_rows(b0, part_start(part + 1, parts, B) - b0, T, B, H, reverse,
+                                  &hs[0, 0, 0], &gates[0, 0, 0], &gh_n[0, 0, 0],
+                                  optional_ptr(dy), &dh[0, 0], &dgh[0, 0], packed,
+                                  lengths_ptr(lengths))
+            input_grads(&gates[0, 0, 0], rows, 3 * H, &x[0, 0, 0], D, &w_ih[0, 0],
+                        &dx[0, 0, 0], &dw_ih[0, 0], parts)
+            # dW_hh[:2H] = dgi[:, :2H].T @ h_prev     (2H, H)
+            gemm_split_rows(Trans, NoTrans, 2 * H, H, rows, &gates[0, 0, 0], 3 * H, h_prev_all,
+                            H, &dw_hh[0, 0], H, parts)
+            # dW_hh[2H:] = (da_n * r).T @ h_prev      (H, H)
+            gemm_split_rows(Trans, NoTrans, H, H, rows, &gh_n[0, 0, 0], H, h_prev_all, H,
+                            &dw_hh[2 * H, 0], H, parts)
+            # db_ih = dgi.sum(0);  db_hh = [dgi[:, :2H].sum(0), (da_n * r).sum(0)]
+            column_sums_split(rows, 3 * H, 3 * H, &gates[0, 0, 0], &db_ih[0], parts)
+            column_sums_split(rows, 2 * H, 3 * H, &gates[0, 0, 0], &db_hh[0], parts)
+            column_sums_split(rows, H, H, &gh_n[0, 0, 0], &db_hh[2 * H], parts)
+    finally:
+        free(packed)

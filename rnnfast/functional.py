@@ -14,6 +14,7 @@ the gates with their gradients, so a cache serves one backward call. With
 import numpy as np
 
 from . import _checks, _kernels
+from ._threads import batch_parts, single_threaded_blas
 from ._types import Cache, GRUGrads, LSTMGrads, RNNGrads
 
 __all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
@@ -56,8 +57,10 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, nonlinearity="tanh", lengths=N
     hs = _state_buffer(a, a.h0, reverse)
     if _has_steps(a):
         gates = np.empty((_chunk_steps(a.T, False), a.B, a.H), a.dtype)
-        _kernels.rnn_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
-                             nonlinearity == "relu", hs, gates)
+        parts = batch_parts(a.B)
+        with single_threaded_blas(parts):
+            _kernels.rnn_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
+                                 nonlinearity == "relu", hs, gates, parts)
     h_T = _final(hs, a.T, reverse).copy()
     y = _outputs(hs, a, reverse, training)
     cache = None
@@ -89,8 +92,11 @@ def rnn_backward(dy, dh_T, cache):
     dx, dw_ih, dw_hh, db = _grad_buffers(a)
     if _has_steps(a):
         dpre = np.empty((a.T, a.B, a.H), a.dtype)
-        _kernels.rnn_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["relu"],
-                              data["hs"], dy, dh, dpre, dx, dw_ih, dw_hh, db)
+        parts = batch_parts(a.B)
+        with single_threaded_blas(parts):
+            _kernels.rnn_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["relu"],
+                                  data["hs"], dy, dh, dpre, dx, dw_ih, dw_hh, db,
+                                  parts)
     return RNNGrads(dx, dh, dw_ih, dw_hh, db, db.copy())
 
 
@@ -119,8 +125,10 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=Fal
         cs[0] = a.c0
     gates = np.empty((_chunk_steps(a.T, training), a.B, 4 * a.H), a.dtype)
     if _has_steps(a):
-        _kernels.lstm_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
-                              training, hs, cs, gates)
+        parts = batch_parts(a.B)
+        with single_threaded_blas(parts):
+            _kernels.lstm_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
+                                  training, hs, cs, gates, parts)
     h_T = _final(hs, a.T, reverse).copy()
     c_T = (_final(cs, a.T, reverse) if training else cs[a.T % 2]).copy()
     y = _outputs(hs, a, reverse, training)
@@ -145,8 +153,11 @@ def lstm_backward(dy, dh_T, dc_T, cache):
     cache.consumed = True
     dx, dw_ih, dw_hh, db = _grad_buffers(a)
     if _has_steps(a):
-        _kernels.lstm_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
-                               data["cs"], data["gates"], dy, dh, dc, dx, dw_ih, dw_hh, db)
+        parts = batch_parts(a.B)
+        with single_threaded_blas(parts):
+            _kernels.lstm_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
+                                   data["cs"], data["gates"], dy, dh, dc, dx, dw_ih, dw_hh, db,
+                                   parts)
     return LSTMGrads(dx, dh, dc, dw_ih, dw_hh, db, db.copy())
 
 
@@ -172,8 +183,10 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False,
     gh_n = np.empty((a.T, a.B, a.H), a.dtype) if training else None
     if _has_steps(a):
         hh = np.empty((a.B, 3 * a.H), a.dtype)
-        _kernels.gru_forward(a.x, a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.lengths, reverse,
-                             hs, gates, hh, gh_n)
+        parts = batch_parts(a.B)
+        with single_threaded_blas(parts):
+            _kernels.gru_forward(a.x, a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.lengths, reverse,
+                                 hs, gates, hh, gh_n, parts)
     h_T = _final(hs, a.T, reverse).copy()
     y = _outputs(hs, a, reverse, training)
     cache = None
@@ -197,9 +210,11 @@ def gru_backward(dy, dh_T, cache):
     db_hh = np.zeros_like(db_ih)
     if _has_steps(a):
         dgh = np.empty((a.B, 3 * a.H), a.dtype)
-        _kernels.gru_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
-                              data["gates"], data["gh_n"], dy, dh, dgh, dx, dw_ih, dw_hh,
-                              db_ih, db_hh)
+        parts = batch_parts(a.B)
+        with single_threaded_blas(parts):
+            _kernels.gru_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
+                                  data["gates"], data["gh_n"], dy, dh, dgh, dx, dw_ih, dw_hh,
+                                  db_ih, db_hh, parts)
     return GRUGrads(dx, dh, dw_ih, dw_hh, db_ih, db_hh)
 
 

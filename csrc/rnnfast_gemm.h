@@ -1,0 +1,47 @@
+/* rnnfast: the recurrent product of one time step, C += A op(W), on weights packed
+ * once per call.
+ *
+ * Per step the recurrent GEMM is small in its rows (the batch) and reuses the same
+ * weight matrix T times. A BLAS call repacks that matrix on every call; here it is
+ * packed once into column panels of NR values, and a register-blocked kernel of
+ * MR rows x NR columns streams each panel once per step. Written with GCC/Clang
+ * vector extensions, so one source compiles to SSE, AVX2 or AVX-512 (the driver is
+ * multi-versioned like the gate passes).
+ *
+ * Packed layout: for the product C (M, N) += A (M, K) B (K, N), panel p holds
+ * B[k, p*NR + j] at packed[(p*K + k)*NR + j], zero beyond column N.
+ */
+#ifndef RNNFAST_GEMM_H
+#define RNNFAST_GEMM_H
+
+#include <stddef.h>
+#include <string.h>
+
+#include "rnnfast_gates.h"  /* RNNFAST_CLONES, RNNFAST_RESTRICT */
+
+#define RNNFAST_GEMM_MR 6
+
+typedef float rnnfast_v16sf __attribute__((vector_size(64)));
+typedef double rnnfast_v8df __attribute__((vector_size(64)));
+
+#define RNNFAST_REAL float
+#define RNNFAST_VEC rnnfast_v16sf
+#define RNNFAST_VLEN 16
+#define RNNFAST_FN(name) name##_f32
+#include "rnnfast_gemm_impl.h"
+#undef RNNFAST_REAL
+#undef RNNFAST_VEC
+#undef RNNFAST_VLEN
+#undef RNNFAST_FN
+
+#define RNNFAST_REAL double
+#define RNNFAST_VEC rnnfast_v8df
+#define RNNFAST_VLEN 8
+#define RNNFAST_FN(name) name##_f64
+#include "rnnfast_gemm_impl.h"
+#undef RNNFAST_REAL
+#undef RNNFAST_VEC
+#undef RNNFAST_VLEN
+#undef RNNFAST_FN
+
+#endif /* RNNFAST_GEMM_H */

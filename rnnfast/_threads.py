@@ -1,0 +1,70 @@
+"""Thread policy: how many threads a kernel call uses, and BLAS kept single-threaded
+while it does.
+
+A kernel call with B >= 2 * MIN_ROWS_PER_THREAD rows splits its batch into blocks
+that run their time loops on OpenMP threads, and splits the large GEMMs over the
+same threads. BLAS libraries keep thread pools of their own that spin-wait between
+calls; running them beside the OpenMP threads oversubscribes the cores (measured:
+an order of magnitude slower on 2 cores). So while any such call runs, every BLAS
+library loaded in the process is set to one thread and restored afterwards.
+``OMP_NUM_THREADS`` caps the thread count.
+"""
+
+import threading
+
+from threadpoolctl import ThreadpoolController
+
+from . import _kernels
+
+MIN_ROWS_PER_THREAD = 4  # fewer batch rows per thread cost more in start-up than they save
+
+_lock = threading.Lock()
+_active_calls = 0
+_saved_threads = []
+_blas_libraries = None
+
+
+def batch_parts(B):
+    """How many blocks of batch rows run their time loops in parallel."""
+    return max(1, min(_kernels.max_threads(), B // MIN_ROWS_PER_THREAD))
+
+
+class single_threaded_blas:
+    """Context manager: BLAS on one thread while a parallel kernel call runs.
+
+    Calls from several Python threads nest: the first one in saves and limits the
+    thread counts, the last one out restores them.
+    """
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def __enter__(self):
+        global _active_calls, _saved_threads
+        if self.parts > 1:
+            with _lock:
+                if _active_calls == 0:
+                    _saved_threads = [(library, library.num_threads)
+                                      for library in _blas()]
+                    for library, _ in _saved_threads:
+                        library.set_num_threads(1)
+                _active_calls += 1
+        return self
+
+    def __exit__(self, *exc_info):
+        global _active_calls
+        if self.parts > 1:
+            with _lock:
+                _active_calls -= 1
+                if _active_calls == 0:
+                    for library, threads in _saved_threads:
+                        library.set_num_threads(threads)
+        return False
+
+
+def _blas():
+    """The BLAS libraries loaded in this process (scipy's among them), found once."""
+    global _blas_libraries
+    if _blas_libraries is None:
+        _blas_libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+    return _blas_libraries
