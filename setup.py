@@ -44,8 +44,8 @@ def openmp_flags():
         with open(path, "w") as file:
             file.write(source)
         try:
-            result = subprocess.run(compiler + ["-fopenmp", path, "-o", os.path.join(folder, "probe")],
-                                    capture_output=True)
+            command = compiler + ["-fopenmp", path, "-o", os.path.join(folder, "probe")]
+            result = subprocess.run(command, capture_output=True)
         except OSError:
             return []
     return ["-fopenmp"] if result.returncode == 0 else []

@@ -34,7 +34,8 @@
  * portable wheel still runs AVX2 / AVX-512 code where it can. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
     && !defined(RNNFAST_NO_CLONES)
-#define RNNFAST_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define RNNFAST_CLONES \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define RNNFAST_CLONES
 #endif

@@ -9,7 +9,15 @@
  */
 #define REAL RNNFAST_REAL
 #define FN RNNFAST_FN
+#define RESTRICT RNNFAST_RESTRICT
 #define IS_ACTIVE(b) (lengths == NULL || t < lengths[(b)])
+
+/* sum[j] += addend[j], j < H: the output gradient joins the state gradient. */
+static inline void FN(add_into)(ptrdiff_t H, const REAL *RESTRICT addend, REAL *RESTRICT sum)
+{
+    for (ptrdiff_t j = 0; j < H; j++)
+        sum[j] += addend[j];
+}
 
 /* ------------------------------------------------------------------ RNN */
 
@@ -17,9 +25,11 @@
  * pre (B, H): x_t W_ih^T + h_{t-1} W_hh^T;  bias (H,): b_ih + b_hh.
  * Inactive rows: h_t = h_{t-1}. */
 RNNFAST_CLONES static void FN(rnn_step_forward)(ptrdiff_t B, ptrdiff_t H, int relu,
-                                 const REAL *RNNFAST_RESTRICT pre, const REAL *RNNFAST_RESTRICT bias,
-                                 const REAL *RNNFAST_RESTRICT h_prev, REAL *RNNFAST_RESTRICT h_out,
-                                 const int64_t *lengths, int64_t t)
+                                                const REAL *RESTRICT pre,
+                                                const REAL *RESTRICT bias,
+                                                const REAL *RESTRICT h_prev,
+                                                REAL *RESTRICT h_out, const int64_t *lengths,
+                                                int64_t t)
 {
     for (ptrdiff_t b = 0; b < B; b++) {
         const REAL *pre_b = pre + b * H;
@@ -45,9 +55,10 @@ RNNFAST_CLONES static void FN(rnn_step_forward)(ptrdiff_t B, ptrdiff_t H, int re
  * dh (B, H): in dL/dh_t from later steps; out: 0 on active rows (the caller's
  * GEMM dh += dpre W_hh completes dL/dh_{t-1}), unchanged on inactive rows. */
 RNNFAST_CLONES static void FN(rnn_step_backward)(ptrdiff_t B, ptrdiff_t H, int relu,
-                                  const REAL *RNNFAST_RESTRICT h_t, const REAL *RNNFAST_RESTRICT dy_t,
-                                  REAL *RNNFAST_RESTRICT dh, REAL *RNNFAST_RESTRICT dpre,
-                                  const int64_t *lengths, int64_t t)
+                                                 const REAL *RESTRICT h_t,
+                                                 const REAL *RESTRICT dy_t, REAL *RESTRICT dh,
+                                                 REAL *RESTRICT dpre, const int64_t *lengths,
+                                                 int64_t t)
 {
     for (ptrdiff_t b = 0; b < B; b++) {
         const REAL *h = h_t + b * H;
@@ -56,8 +67,10 @@ RNNFAST_CLONES static void FN(rnn_step_backward)(ptrdiff_t B, ptrdiff_t H, int r
             memset(dpre_b, 0, (size_t)H * sizeof(REAL));
             continue;
         }
+        if (dy_t)
+            FN(add_into)(H, dy_t + b * H, dh_b);
         for (ptrdiff_t j = 0; j < H; j++) {
-            REAL grad = dh_b[j] + (dy_t ? dy_t[b * H + j] : (REAL)0);
+            REAL grad = dh_b[j];
             dpre_b[j] = relu ? grad * (REAL)(h[j] > 0) : grad * ((REAL)1 - h[j] * h[j]);
             dh_b[j] = 0;
         }
@@ -70,10 +83,14 @@ RNNFAST_CLONES static void FN(rnn_step_backward)(ptrdiff_t B, ptrdiff_t H, int r
  *   i = sigmoid(a_i + b_i), f = sigmoid(a_f + b_f), g = tanh(a_g + b_g), o = sigmoid(a_o + b_o)
  *   c_t = f * c_{t-1} + i * g,   h_t = o * tanh(c_t)
  * bias (4H,): b_ih + b_hh. Inactive rows: h_t = h_{t-1}, c_t = c_{t-1}. */
-RNNFAST_CLONES static void FN(lstm_step_forward)(ptrdiff_t B, ptrdiff_t H, REAL *RNNFAST_RESTRICT gates, const REAL *RNNFAST_RESTRICT bias,
-                                  const REAL *RNNFAST_RESTRICT h_prev, REAL *RNNFAST_RESTRICT h_out,
-                                  const REAL *RNNFAST_RESTRICT c_prev, REAL *RNNFAST_RESTRICT c_out,
-                                  const int64_t *lengths, int64_t t)
+RNNFAST_CLONES static void FN(lstm_step_forward)(ptrdiff_t B, ptrdiff_t H,
+                                                 REAL *RESTRICT gates,
+                                                 const REAL *RESTRICT bias,
+                                                 const REAL *RESTRICT h_prev,
+                                                 REAL *RESTRICT h_out,
+                                                 const REAL *RESTRICT c_prev,
+                                                 REAL *RESTRICT c_out, const int64_t *lengths,
+                                                 int64_t t)
 {
     for (ptrdiff_t b = 0; b < B; b++) {
         REAL *a = gates + b * 4 * H;
@@ -105,10 +122,13 @@ RNNFAST_CLONES static void FN(lstm_step_forward)(ptrdiff_t B, ptrdiff_t H, REAL 
  * dh (B, H): in dL/dh_t, out 0 on active rows (the caller adds dG W_hh);
  * dc (B, H): in dL/dc_t, out dL/dc_{t-1} = dc' * f. Inactive rows: dG = 0, dh and
  * dc unchanged. dy_t may be NULL. */
-RNNFAST_CLONES static void FN(lstm_step_backward)(ptrdiff_t B, ptrdiff_t H, REAL *RNNFAST_RESTRICT gates,
-                                   const REAL *RNNFAST_RESTRICT c_prev, const REAL *RNNFAST_RESTRICT c_t, const REAL *RNNFAST_RESTRICT dy_t,
-                                   REAL *RNNFAST_RESTRICT dh, REAL *RNNFAST_RESTRICT dc,
-                                   const int64_t *lengths, int64_t t)
+RNNFAST_CLONES static void FN(lstm_step_backward)(ptrdiff_t B, ptrdiff_t H,
+                                                  REAL *RESTRICT gates,
+                                                  const REAL *RESTRICT c_prev,
+                                                  const REAL *RESTRICT c_t,
+                                                  const REAL *RESTRICT dy_t, REAL *RESTRICT dh,
+                                                  REAL *RESTRICT dc, const int64_t *lengths,
+                                                  int64_t t)
 {
     for (ptrdiff_t b = 0; b < B; b++) {
         REAL *a = gates + b * 4 * H;
@@ -118,9 +138,11 @@ RNNFAST_CLONES static void FN(lstm_step_backward)(ptrdiff_t B, ptrdiff_t H, REAL
             memset(a, 0, (size_t)(4 * H) * sizeof(REAL));
             continue;
         }
+        if (dy_t)
+            FN(add_into)(H, dy_t + b * H, dh_b);
         for (ptrdiff_t j = 0; j < H; j++) {
             REAL i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
-            REAL grad_h = dh_b[j] + (dy_t ? dy_t[b * H + j] : (REAL)0);
+            REAL grad_h = dh_b[j];
             REAL tc = RNNFAST_TANH(ct[j]);
             REAL grad_c = dc_b[j] + grad_h * o * ((REAL)1 - tc * tc);
             a[j] = grad_c * g * i * ((REAL)1 - i);
@@ -140,10 +162,14 @@ RNNFAST_CLONES static void FN(lstm_step_backward)(ptrdiff_t B, ptrdiff_t H, REAL
  *   r = sigmoid(gi_r + b_ir + hh_r + b_hr),  z = sigmoid(gi_z + b_iz + hh_z + b_hz)
  *   gh_n = hh_n + b_hn,  n = tanh(gi_n + b_in + r * gh_n),  h_t = (1 - z) n + z h_{t-1}
  * gh_n_out (B, H) or NULL: gh_n kept for backward. Inactive rows: h_t = h_{t-1}. */
-RNNFAST_CLONES static void FN(gru_step_forward)(ptrdiff_t B, ptrdiff_t H, REAL *RNNFAST_RESTRICT gates, const REAL *RNNFAST_RESTRICT hh,
-                                 const REAL *RNNFAST_RESTRICT b_ih, const REAL *RNNFAST_RESTRICT b_hh, REAL *RNNFAST_RESTRICT gh_n_out,
-                                 const REAL *RNNFAST_RESTRICT h_prev, REAL *RNNFAST_RESTRICT h_out,
-                                 const int64_t *lengths, int64_t t)
+RNNFAST_CLONES static void FN(gru_step_forward)(ptrdiff_t B, ptrdiff_t H, REAL *RESTRICT gates,
+                                                const REAL *RESTRICT hh,
+                                                const REAL *RESTRICT b_ih,
+                                                const REAL *RESTRICT b_hh,
+                                                REAL *RESTRICT gh_n_out,
+                                                const REAL *RESTRICT h_prev,
+                                                REAL *RESTRICT h_out, const int64_t *lengths,
+                                                int64_t t)
 {
     for (ptrdiff_t b = 0; b < B; b++) {
         REAL *a = gates + b * 3 * H;
@@ -176,9 +202,12 @@ RNNFAST_CLONES static void FN(gru_step_forward)(ptrdiff_t B, ptrdiff_t H, REAL *
  *   da_n = dn (1 - n^2),  da_r = da_n gh_n r (1 - r),  da_z = dz z (1 - z)
  * dh (B, H): in dL/dh_t; out dh' z on active rows, unchanged on inactive rows.
  * Inactive rows: dgi, gh_n and dgh rows are 0. dy_t may be NULL. */
-RNNFAST_CLONES static void FN(gru_step_backward)(ptrdiff_t B, ptrdiff_t H, REAL *RNNFAST_RESTRICT gates, REAL *RNNFAST_RESTRICT gh_n,
-                                  REAL *RNNFAST_RESTRICT dgh, const REAL *RNNFAST_RESTRICT h_prev, const REAL *RNNFAST_RESTRICT dy_t,
-                                  REAL *RNNFAST_RESTRICT dh, const int64_t *lengths, int64_t t)
+RNNFAST_CLONES static void FN(gru_step_backward)(ptrdiff_t B, ptrdiff_t H,
+                                                 REAL *RESTRICT gates, REAL *RESTRICT gh_n,
+                                                 REAL *RESTRICT dgh,
+                                                 const REAL *RESTRICT h_prev,
+                                                 const REAL *RESTRICT dy_t, REAL *RESTRICT dh,
+                                                 const int64_t *lengths, int64_t t)
 {
     for (ptrdiff_t b = 0; b < B; b++) {
         REAL *a = gates + b * 3 * H, *ghn = gh_n + b * H, *dgh_b = dgh + b * 3 * H;
@@ -190,9 +219,11 @@ RNNFAST_CLONES static void FN(gru_step_backward)(ptrdiff_t B, ptrdiff_t H, REAL 
             memset(dgh_b, 0, (size_t)(3 * H) * sizeof(REAL));
             continue;
         }
+        if (dy_t)
+            FN(add_into)(H, dy_t + b * H, dh_b);
         for (ptrdiff_t j = 0; j < H; j++) {
             REAL r = a[j], z = a[H + j], n = a[2 * H + j];
-            REAL grad_h = dh_b[j] + (dy_t ? dy_t[b * H + j] : (REAL)0);
+            REAL grad_h = dh_b[j];
             REAL dn = grad_h * ((REAL)1 - z);
             REAL dz = grad_h * (hp[j] - n);
             REAL da_n = dn * ((REAL)1 - n * n);
@@ -216,7 +247,7 @@ RNNFAST_CLONES static void FN(gru_step_backward)(ptrdiff_t B, ptrdiff_t H, REAL 
  * stacked gate gradients (rows = T*B). Accumulates in double, in column blocks that
  * stay in registers/L1 while the rows stream past. */
 RNNFAST_CLONES static void FN(column_sums)(ptrdiff_t rows, ptrdiff_t cols, ptrdiff_t ld,
-                            const REAL *RNNFAST_RESTRICT a, REAL *RNNFAST_RESTRICT out)
+                                           const REAL *RESTRICT a, REAL *RESTRICT out)
 {
     enum { BLOCK = 256 };
     double acc[BLOCK];
@@ -235,5 +266,6 @@ RNNFAST_CLONES static void FN(column_sums)(ptrdiff_t rows, ptrdiff_t cols, ptrdi
 }
 
 #undef IS_ACTIVE
+#undef RESTRICT
 #undef FN
 #undef REAL

@@ -81,12 +81,14 @@ RNNFAST_CLONES static void FN(gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K
         ptrdiff_t m = 0;
         for (; m + MR <= M; m += MR)
             FN(gemm_block)(MR, K, a + m * lda, lda, panel, c + m * ldc + p * NR, ldc, cols);
+        const REAL *a_rest = a + m * lda;
+        REAL *c_rest = c + m * ldc + p * NR;
         switch (M - m) {  /* the last rows, with constant row counts so each unrolls */
-        case 5: FN(gemm_block)(5, K, a + m * lda, lda, panel, c + m * ldc + p * NR, ldc, cols); break;
-        case 4: FN(gemm_block)(4, K, a + m * lda, lda, panel, c + m * ldc + p * NR, ldc, cols); break;
-        case 3: FN(gemm_block)(3, K, a + m * lda, lda, panel, c + m * ldc + p * NR, ldc, cols); break;
-        case 2: FN(gemm_block)(2, K, a + m * lda, lda, panel, c + m * ldc + p * NR, ldc, cols); break;
-        case 1: FN(gemm_block)(1, K, a + m * lda, lda, panel, c + m * ldc + p * NR, ldc, cols); break;
+        case 5: FN(gemm_block)(5, K, a_rest, lda, panel, c_rest, ldc, cols); break;
+        case 4: FN(gemm_block)(4, K, a_rest, lda, panel, c_rest, ldc, cols); break;
+        case 3: FN(gemm_block)(3, K, a_rest, lda, panel, c_rest, ldc, cols); break;
+        case 2: FN(gemm_block)(2, K, a_rest, lda, panel, c_rest, ldc, cols); break;
+        case 1: FN(gemm_block)(1, K, a_rest, lda, panel, c_rest, ldc, cols); break;
         default: break;
         }
     }

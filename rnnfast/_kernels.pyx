@@ -274,7 +274,8 @@ def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 s0 = chunk * K
                 steps = min(K, T - s0)
                 first = chunk_start(s0, steps, T, reverse)
-                project_inputs(&x[0, 0, 0], &w_ih[0, 0], first, steps, B, D, H, &gates[0, 0, 0], parts)
+                project_inputs(&x[0, 0, 0], &w_ih[0, 0], first, steps, B, D, H, &gates[0, 0, 0],
+                               parts)
                 for part in prange(parts, num_threads=parts, schedule="static"):
                     b0 = part_start(part, parts, B)
                     rnn_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps, first,
