@@ -21,11 +21,11 @@ OpenMP runtime its batch-parallel kernels use).
 It prints a Markdown table (``torch/rnnfast`` > 1 means rnnfast is faster) under a
 line describing the machine, and with ``--json PATH`` writes every result as JSON.
 
-Run it from the repository root::
+Run it from the repository root with rnnfast installed (``pip install ".[bench]"``)::
 
-    PYTHONPATH=. python bench/bench_kernels.py                 # full table
-    PYTHONPATH=. python bench/bench_kernels.py --quick         # smoke run, seconds
-    PYTHONPATH=. python bench/bench_kernels.py --cells lstm --shapes 100,64,256,256 \\
+    python bench/bench_kernels.py                 # full table
+    python bench/bench_kernels.py --quick         # smoke run, seconds
+    python bench/bench_kernels.py --cells lstm --shapes 100,64,256,256 \\
         --threads 1 --json results.json
 
 ``main(argv)`` and ``run_benchmark(...)`` are importable, for the ``rnnfast`` command.

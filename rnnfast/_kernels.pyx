@@ -29,9 +29,10 @@ state forward and the state gradient backward; see csrc/rnnfast_gates_impl.h.
 Threads: batch rows are independent, so the batch is split into ``parts`` blocks of
 rows, each running the whole time loop on its own thread (OpenMP) with no
 synchronisation between steps. Inside the loop the recurrent product uses the
-packed kernel of csrc/rnnfast_gemm.h, never BLAS, so no BLAS thread pool runs
-inside the parallel region. The large GEMMs over all steps (the input projection
-and the weight gradients) run through BLAS, with its own threads, outside it.
+packed kernel of csrc/rnnfast_gemm.h on W_hh packed once per call. The large GEMMs
+over all steps (the input projection and the weight gradients) go through BLAS,
+their rows split over the same threads, one single-threaded BLAS call each: the
+caller (rnnfast._threads) holds BLAS at one thread while ``parts > 1``.
 """
 
 from cython cimport floating
