@@ -1,0 +1,67 @@
+"""Threads: kernel calls from several Python threads at once give the serial results,
+batch splitting does not change results beyond rounding, and the BLAS thread
+counts are restored after parallel calls."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+import rnnfast
+from rnnfast import _threads
+from conftest import (CELL_VARIANTS, GRAD_NAMES, assert_close, backward, forward,
+                      make_inputs, make_params, random_lengths)
+
+
+def train_step(variant, seed, T=20, B=12, D=5, H=16, dtype=np.float64):
+    """Forward + backward of one random problem; returns every result, named."""
+    cell, kwargs = CELL_VARIANTS[variant]
+    rng = np.random.default_rng(seed)
+    params = make_params(cell, D, H, dtype, rng)
+    x, states = make_inputs(cell, T, B, D, H, dtype, rng)
+    lengths = random_lengths(T, B, rng)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    y, finals, cache = forward(rnnfast, cell, x, states, params, lengths=lengths, **kwargs)
+    grads = backward(rnnfast, cell, dy, tuple(np.ones_like(s) for s in finals), cache)
+    return {"y": y, **{f"final{i}": f for i, f in enumerate(finals)},
+            **dict(zip(GRAD_NAMES[cell], grads))}
+
+
+def blas_threads():
+    return sorted((info["filepath"], info["num_threads"]) for info in threadpool_info()
+                  if info["user_api"] == "blas")
+
+
+@pytest.mark.parametrize("variant", list(CELL_VARIANTS))
+def test_concurrent_calls_match_serial(variant):
+    seeds = list(range(8))
+    serial = [train_step(variant, seed) for seed in seeds]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent = list(pool.map(lambda seed: train_step(variant, seed), seeds))
+    for expected, got in zip(serial, concurrent):
+        for name in expected:
+            np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+@pytest.mark.parametrize("variant", list(CELL_VARIANTS))
+def test_batch_split_matches_one_thread(variant, monkeypatch):
+    """The same problem with the batch split across threads and on one thread."""
+    split = train_step(variant, seed=3)
+    monkeypatch.setattr(_threads, "MIN_ROWS_PER_THREAD", 10**9)
+    whole = train_step(variant, seed=3)
+    for name in whole:
+        assert_close(split[name], whole[name], np.float64, name=name)
+
+
+def test_blas_thread_counts_restored():
+    before = blas_threads()
+    assert _threads.batch_parts(12) >= 1
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(lambda seed: train_step("lstm", seed), range(6)))
+    assert blas_threads() == before
+    with _threads.single_threaded_blas(parts=2):
+        with _threads.single_threaded_blas(parts=2):
+            assert all(threads == 1 for _, threads in blas_threads())
+        assert all(threads == 1 for _, threads in blas_threads())
+    assert blas_threads() == before
