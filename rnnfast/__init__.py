@@ -9,9 +9,16 @@ from . import reference
 from ._types import Cache, GRUGrads, LSTMGrads, RNNGrads
 from .functional import (gru_backward, gru_forward, lstm_backward, lstm_forward,
                          rnn_backward, rnn_forward)
+from .io import CheckpointError, load, save
+from .layers import GRU, LSTM, RNN
+from .linear import Linear
+from .losses import cross_entropy, mse_loss
+from .optim import SGD, Adam, AdamW, clip_grad_norm
 
 __version__ = "0.1.0"
 
 __all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
            "gru_forward", "gru_backward", "RNNGrads", "LSTMGrads", "GRUGrads", "Cache",
+           "RNN", "LSTM", "GRU", "Linear", "mse_loss", "cross_entropy",
+           "SGD", "Adam", "AdamW", "clip_grad_norm", "save", "load", "CheckpointError",
            "reference"]

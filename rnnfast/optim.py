@@ -1,0 +1,333 @@
+"""Optimizers and gradient clipping over rnnfast modules, with PyTorch's update formulas.
+
+An optimizer takes a list of modules: anything with a ``params`` dict (name -> float
+ndarray) and a ``grads`` dict with the same names and shapes (the RNN / LSTM / GRU
+layers, ``Linear``). ``step()`` updates every parameter IN PLACE (the arrays in
+``module.params`` stay the same objects) from the gradients as they are, and never
+touches the gradients; ``zero_grad()`` sets the gradients to zero in place. The usual
+loop::
+
+    opt = rnnfast.Adam([lstm, head], lr=1e-3)
+    for x, y in batches:
+        opt.zero_grad()
+        ...forward, loss, backward (adds into the grads)...
+        rnnfast.clip_grad_norm([lstm, head], max_norm=1.0)
+        opt.step()
+
+The hyper-parameters are plain attributes (``opt.lr = 1e-4`` between steps schedules
+the learning rate); they are validated again at every ``step()``. The state (momentum
+buffers, Adam moments and step counts) lives in ``opt.state``, keyed by (index of the
+module in the list, parameter name), in the parameters' dtype; it is created on the
+first ``step()``, as torch's.
+
+Formulas, per parameter ``p`` with gradient ``g``, exactly as torch's single-tensor
+implementations (``dampening=0``, ``maximize=False``, ``amsgrad=False``):
+
+SGD::
+
+    g = g + weight_decay * p                       (if weight_decay)
+    buf = g (first step),  buf = momentum * buf + g (after)     (if momentum)
+    g = g + momentum * buf (nesterov),  g = buf (otherwise)     (if momentum)
+    p = p - lr * g
+
+Adam / AdamW (t = number of steps taken, starting at 1)::
+
+    g = g + weight_decay * p                       (Adam, if weight_decay)
+    p = p * (1 - lr * weight_decay)                (AdamW: decoupled decay)
+    m = lerp(m, g, 1 - beta1)        = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+"""
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = ["SGD", "Adam", "AdamW", "clip_grad_norm"]
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _module_list(modules, owner):
+    """``modules`` (one module or an iterable of them) as a list, each checked."""
+    if hasattr(modules, "params"):
+        modules = [modules]
+    try:
+        modules = list(modules)
+    except TypeError:
+        raise TypeError(f"{owner} expects a list of modules (objects with params and grads "
+                        f"dicts), got {type(modules).__name__}") from None
+    seen = {}
+    for i, module in enumerate(modules):
+        if id(module) in seen:
+            raise ValueError(f"{owner}: modules[{i}] is the same object as "
+                             f"modules[{seen[id(module)]}]; list each module once")
+        seen[id(module)] = i
+        _check_module(module, i, owner)
+    if not any(len(module.params) for module in modules):
+        raise ValueError(f"{owner} got no parameters: the module list is empty or its "
+                         f"modules have no params")
+    return modules
+
+
+def _check_module(module, i, owner):
+    """TypeError / ValueError unless ``module`` has matching params and grads dicts."""
+    params = getattr(module, "params", None)
+    grads = getattr(module, "grads", None)
+    if not isinstance(params, Mapping) or not isinstance(grads, Mapping):
+        raise TypeError(f"{owner}: modules[{i}] ({type(module).__name__}) must have "
+                        f"'params' and 'grads' dicts")
+    for name, param in params.items():
+        if not isinstance(param, np.ndarray) or param.dtype not in (np.float32, np.float64):
+            got = param.dtype if isinstance(param, np.ndarray) else type(param).__name__
+            raise TypeError(f"{owner}: modules[{i}].params[{name!r}] must be a float32 or "
+                            f"float64 ndarray, got {got}")
+        if not param.flags.writeable:
+            raise ValueError(f"{owner}: modules[{i}].params[{name!r}] is read-only; "
+                             f"parameters are updated in place")
+        grad = grads.get(name)
+        if grad is None:
+            raise ValueError(f"{owner}: modules[{i}].grads has no entry {name!r} "
+                             f"(its params have one)")
+        if not isinstance(grad, np.ndarray) or grad.shape != param.shape:
+            got = grad.shape if isinstance(grad, np.ndarray) else type(grad).__name__
+            raise ValueError(f"{owner}: modules[{i}].grads[{name!r}] must be an ndarray "
+                             f"of the parameter's shape {param.shape}, got {got}")
+
+
+def _number(owner, name, value, low=0.0, high=None, high_open=False):
+    """``value`` as a finite float with ``low <= value`` (``< high`` or ``<= high``)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"{owner}: {name} must be a number, got "
+                        f"{type(value).__name__} {value!r}")
+    value = float(value)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or value < low or too_high:
+        bound = "" if high is None else f" and {'<' if high_open else '<='} {high:g}"
+        raise ValueError(f"{owner}: {name} must be a finite number >= {low:g}{bound}, "
+                         f"got {value!r}")
+    return value
+
+
+def _lerp_(start, end, weight):
+    """``start = start + weight * (end - start)`` in place, computed as torch's lerp
+    (the other form for weight >= 0.5, which is exact at weight 1)."""
+    if abs(weight) < 0.5:
+        start += weight * (end - start)
+    else:
+        np.subtract(end, (end - start) * (1.0 - weight), out=start)
+
+
+class _Optimizer:
+    """Shared machinery: the module list, the state, ``zero_grad``."""
+
+    def __init__(self, modules):
+        self.modules = _module_list(modules, type(self).__name__)
+        self.state = {}   # (module index, parameter name) -> dict of buffers
+
+    def _parameters(self):
+        """(key, param, grad) for every parameter, the modules checked again."""
+        owner = type(self).__name__
+        for i, module in enumerate(self.modules):
+            _check_module(module, i, owner)
+            for name, param in module.params.items():
+                yield (i, name), param, module.grads[name]
+
+    def zero_grad(self):
+        """Set every gradient of every module to zero, in place."""
+        for module in self.modules:
+            for grad in module.grads.values():
+                grad.fill(0)
+
+    def step(self):
+        """Update every parameter in place from its gradient."""
+        self._check_hyper()
+        for key, param, grad in self._parameters():
+            self._update(self.state.setdefault(key, {}), param, grad)
+
+    def _check_hyper(self):
+        raise NotImplementedError
+
+    def _update(self, state, param, grad):
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------- SGD
+
+class SGD(_Optimizer):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum and L2 weight
+    decay, as ``torch.optim.SGD`` with ``dampening=0``.
+
+    Parameters
+    ----------
+    modules : list of modules (objects with ``params`` and ``grads`` dicts), or one
+    lr : float >= 0
+    momentum : float >= 0
+        0: plain SGD. The buffer starts as the first step's gradient (torch's rule).
+    nesterov : bool
+        Nesterov momentum; needs momentum > 0.
+    weight_decay : float >= 0
+        L2 penalty: ``weight_decay * p`` is added to the gradient.
+    """
+
+    def __init__(self, modules, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(modules)
+        self.lr = lr
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.weight_decay = weight_decay
+        self._check_hyper()
+
+    def _check_hyper(self):
+        self.lr = _number("SGD", "lr", self.lr)
+        self.momentum = _number("SGD", "momentum", self.momentum)
+        self.weight_decay = _number("SGD", "weight_decay", self.weight_decay)
+        if not isinstance(self.nesterov, (bool, np.bool_)):
+            raise TypeError(f"SGD: nesterov must be True or False, got {self.nesterov!r}")
+        if self.nesterov and self.momentum <= 0:
+            raise ValueError("SGD: nesterov=True requires momentum > 0")
+
+    def _update(self, state, param, grad):
+        if self.weight_decay != 0:
+            grad = grad + self.weight_decay * param
+        if self.momentum != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = grad.astype(param.dtype, copy=True)
+            else:
+                buf *= self.momentum
+                buf += grad
+            grad = grad + self.momentum * buf if self.nesterov else buf
+        param -= self.lr * grad
+
+    def __repr__(self):
+        return (f"SGD(lr={self.lr:g}, momentum={self.momentum:g}, nesterov={self.nesterov}, "
+                f"weight_decay={self.weight_decay:g})")
+
+
+# ------------------------------------------------------------------------------ Adam
+
+class Adam(_Optimizer):
+    """Adam, as ``torch.optim.Adam`` (``amsgrad=False``): bias-corrected moments, and
+    ``weight_decay`` as an L2 penalty added to the gradient (coupled; see AdamW).
+
+    Parameters
+    ----------
+    modules : list of modules (objects with ``params`` and ``grads`` dicts), or one
+    lr : float >= 0
+    betas : (float, float), each in [0, 1)
+    eps : float >= 0
+    weight_decay : float >= 0
+    """
+
+    _decoupled = False
+
+    def __init__(self, modules, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(modules)
+        self.lr = lr
+        self.betas = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self._check_hyper()
+
+    def _check_hyper(self):
+        owner = type(self).__name__
+        self.lr = _number(owner, "lr", self.lr)
+        self.eps = _number(owner, "eps", self.eps)
+        self.weight_decay = _number(owner, "weight_decay", self.weight_decay)
+        try:
+            beta1, beta2 = self.betas
+        except (TypeError, ValueError):
+            raise TypeError(f"{owner}: betas must be a pair (beta1, beta2), "
+                            f"got {self.betas!r}") from None
+        self.betas = (_number(owner, "betas[0]", beta1, high=1.0, high_open=True),
+                      _number(owner, "betas[1]", beta2, high=1.0, high_open=True))
+
+    def _update(self, state, param, grad):
+        beta1, beta2 = self.betas
+        if self.weight_decay != 0:
+            if self._decoupled:
+                param *= 1 - self.lr * self.weight_decay
+            else:
+                grad = grad + self.weight_decay * param
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = np.zeros_like(param)
+            state["exp_avg_sq"] = np.zeros_like(param)
+        state["step"] += 1
+        step = state["step"]
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        # m = beta1 m + (1 - beta1) g ;  v = beta2 v + (1 - beta2) g^2
+        _lerp_(exp_avg, grad, 1 - beta1)
+        exp_avg_sq *= beta2
+        exp_avg_sq += (1 - beta2) * grad * grad
+        step_size = self.lr / (1 - beta1 ** step)
+        bias_correction2_sqrt = (1 - beta2 ** step) ** 0.5
+        denom = np.sqrt(exp_avg_sq) / bias_correction2_sqrt + self.eps
+        param -= step_size * exp_avg / denom
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(lr={self.lr:g}, betas={self.betas}, eps={self.eps:g}, "
+                f"weight_decay={self.weight_decay:g})")
+
+
+class AdamW(Adam):
+    """AdamW, as ``torch.optim.AdamW``: Adam with decoupled weight decay, each step
+    first multiplying the parameters by ``1 - lr * weight_decay`` (default 1e-2); the
+    gradient itself is left alone. Same parameters as :class:`Adam`."""
+
+    _decoupled = True
+
+    def __init__(self, modules, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+        super().__init__(modules, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+# -------------------------------------------------------------------------- clipping
+
+def clip_grad_norm(modules, max_norm, error_if_nonfinite=False):
+    """Scale all gradients together so that their global L2 norm is at most
+    ``max_norm``, as ``torch.nn.utils.clip_grad_norm_`` (norm_type 2).
+
+    ``total_norm`` is the L2 norm of every gradient of every module, concatenated
+    (accumulated in float64). When ``max_norm / (total_norm + 1e-6) < 1`` every
+    gradient is multiplied by that factor in place; otherwise nothing changes. A
+    non-finite total norm scales by the non-finite factor as torch does (the gradients
+    become nan), unless ``error_if_nonfinite`` asks for a ValueError instead.
+
+    Parameters
+    ----------
+    modules : list of modules (objects with ``params`` and ``grads`` dicts), or one
+    max_norm : float >= 0 (``inf``: only measure)
+    error_if_nonfinite : bool
+
+    Returns
+    -------
+    total_norm : float
+        The norm before clipping.
+    """
+    modules = _module_list(modules, "clip_grad_norm")
+    if isinstance(max_norm, (bool, np.bool_)) or not isinstance(
+            max_norm, (int, float, np.integer, np.floating)):
+        raise TypeError(f"clip_grad_norm: max_norm must be a number, got "
+                        f"{type(max_norm).__name__} {max_norm!r}")
+    max_norm = float(max_norm)
+    if math.isnan(max_norm) or max_norm < 0:
+        raise ValueError(f"clip_grad_norm: max_norm must be >= 0, got {max_norm!r}")
+    grads = [module.grads[name] for module in modules for name in module.params]
+    total = 0.0
+    for grad in grads:
+        flat = grad.reshape(-1).astype(np.float64, copy=False)
+        total += float(flat @ flat)
+    total_norm = math.sqrt(total)
+    if not math.isfinite(total_norm) and error_if_nonfinite:
+        raise ValueError(f"clip_grad_norm: the total norm of the gradients is "
+                         f"{total_norm}, so they cannot be clipped "
+                         f"(error_if_nonfinite=True)")
+    coef = max_norm / (total_norm + 1e-6)
+    if not coef >= 1.0:   # coef < 1, or nan (a nan or infinite norm): scale, as torch
+        with np.errstate(invalid="ignore"):   # inf * 0 = nan, as in torch
+            for grad in grads:
+                grad *= coef
+    return total_norm

@@ -1,0 +1,305 @@
+"""SGD, Adam, AdamW and clip_grad_norm against torch.optim / torch.nn.utils (skipped
+without torch): the same parameters and gradients stepped side by side; then the
+in-place contract, hyper-parameter validation and a small training run."""
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from rnnfast.linear import Linear
+from rnnfast.losses import mse_loss
+from rnnfast.optim import SGD, Adam, AdamW, clip_grad_norm
+
+from conftest import DTYPES, assert_close
+
+
+def require_torch():
+    """torch, or skip this test without it; CI sets RNNFAST_REQUIRE_TORCH=1 so that a
+    missing torch fails there instead of skipping."""
+    if os.environ.get("RNNFAST_REQUIRE_TORCH") == "1":
+        import torch
+        return torch
+    return pytest.importorskip("torch")
+
+
+# Worst |difference| allowed after 10 steps, relative to max(1, max |torch's param|).
+STEP_RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-5}
+
+SHAPES = {"a": [(4, 3), (3,)], "b": [(2, 5, 2), (1,)]}
+
+
+class Holder:
+    """The least a module needs to be for the optimizers: params and grads dicts."""
+
+    def __init__(self, shapes, dtype, rng):
+        self.params = {f"p{i}": rng.standard_normal(shape).astype(dtype)
+                       for i, shape in enumerate(shapes)}
+        self.grads = {name: np.zeros_like(value) for name, value in self.params.items()}
+
+
+def make_modules(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Holder(shapes, dtype, rng) for shapes in SHAPES.values()]
+
+
+def torch_tensors(torch, modules):
+    """torch leaf tensors holding copies of every parameter, in the modules' order."""
+    return [torch.tensor(value.copy(), requires_grad=True)
+            for module in modules for value in module.params.values()]
+
+
+def set_grads(torch, modules, tensors, rng, scale=1.0):
+    """The same random gradients in both (one parameter's gradient is zero each time)."""
+    pairs = [(module.grads, name) for module in modules for name in module.grads]
+    for k, ((grads, name), tensor) in enumerate(zip(pairs, tensors)):
+        grad = (scale * rng.standard_normal(grads[name].shape)).astype(grads[name].dtype)
+        if k == 1:
+            grad[...] = 0
+        grads[name][...] = grad
+        tensor.grad = torch.from_numpy(grad.copy())
+
+
+def compare(modules, tensors, dtype, what):
+    values = [value for module in modules for value in module.params.values()]
+    for k, (value, tensor) in enumerate(zip(values, tensors)):
+        assert value.dtype == dtype
+        assert_close(value, tensor.detach().numpy(), dtype, f"{what} param {k}",
+                     rtol=STEP_RTOL[np.dtype(dtype)])
+
+
+def worst_difference(modules, tensors):
+    values = [value for module in modules for value in module.params.values()]
+    return max(float(np.max(np.abs(v.astype(np.float64) - t.detach().numpy())))
+               for v, t in zip(values, tensors))
+
+
+def run_side_by_side(torch, make_ours, make_theirs, dtype, steps=10, grad_scale=1.0):
+    modules = make_modules(dtype)
+    tensors = torch_tensors(torch, modules)
+    ours = make_ours(modules)
+    theirs = make_theirs(tensors)
+    rng = np.random.default_rng(1)
+    arrays = [value for module in modules for value in module.params.values()]
+    for step in range(steps):
+        set_grads(torch, modules, tensors, rng, grad_scale)
+        grads_before = [g.copy() for module in modules for g in module.grads.values()]
+        ours.step()
+        theirs.step()
+        compare(modules, tensors, dtype, f"{type(ours).__name__} step {step + 1}")
+        grads_after = [g for module in modules for g in module.grads.values()]
+        assert all(np.array_equal(a, b) for a, b in zip(grads_before, grads_after))
+    # updated in place: the very same arrays
+    assert all(a is b for a, b in zip(arrays, [v for m in modules for v in m.params.values()]))
+    return worst_difference(modules, tensors)
+
+
+SGD_OPTIONS = [dict(), dict(momentum=0.9), dict(momentum=0.9, nesterov=True),
+               dict(weight_decay=0.1), dict(momentum=0.5, weight_decay=0.1),
+               dict(momentum=0.9, nesterov=True, weight_decay=0.05), dict(momentum=1.5)]
+ADAM_OPTIONS = [dict(), dict(weight_decay=0.1), dict(betas=(0.5, 0.9), eps=1e-3),
+                dict(lr=0.1, betas=(0.0, 0.99)), dict(lr=0.05, weight_decay=0.2,
+                                                     betas=(0.7, 0.8))]
+ADAMW_OPTIONS = [dict(), dict(weight_decay=0.0), dict(lr=0.1, weight_decay=0.5),
+                 dict(betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1)]
+
+
+def optimizer_cases():
+    for options in SGD_OPTIONS:
+        yield "SGD", dict(lr=0.1, **options)
+    for options in ADAM_OPTIONS:
+        yield "Adam", options
+    for options in ADAMW_OPTIONS:
+        yield "AdamW", options
+
+
+CASES = list(optimizer_cases())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name, options", CASES,
+                         ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}"
+                              for n, o in CASES])
+def test_optimizer_matches_torch(name, options, dtype):
+    torch = require_torch()
+    ours = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}[name]
+    theirs = getattr(torch.optim, name)
+    run_side_by_side(torch, lambda modules: ours(modules, **options),
+                     lambda tensors: theirs(tensors, **options), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_learning_rate_changed_between_steps(dtype):
+    torch = require_torch()
+    modules = make_modules(dtype)
+    tensors = torch_tensors(torch, modules)
+    ours, theirs = AdamW(modules, lr=0.01), torch.optim.AdamW(tensors, lr=0.01)
+    rng = np.random.default_rng(2)
+    for step in range(6):
+        set_grads(torch, modules, tensors, rng)
+        ours.lr = theirs.param_groups[0]["lr"] = 0.01 / (1 + step)
+        ours.step()
+        theirs.step()
+    compare(modules, tensors, dtype, "scheduled AdamW")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("max_norm", [0.5, 3.0, 1e6, math.inf, 0.0])
+def test_clip_grad_norm_matches_torch(dtype, max_norm):
+    torch = require_torch()
+    modules = make_modules(dtype)
+    tensors = torch_tensors(torch, modules)
+    set_grads(torch, modules, tensors, np.random.default_rng(3))
+    before = [g.copy() for module in modules for g in module.grads.values()]
+    total = clip_grad_norm(modules, max_norm)
+    expected = torch.nn.utils.clip_grad_norm_(tensors, max_norm)
+    assert isinstance(total, float)
+    assert_close(total, expected.item(), dtype, "total_norm")
+    grads = [g for module in modules for g in module.grads.values()]
+    for k, (grad, tensor) in enumerate(zip(grads, tensors)):
+        assert_close(grad, tensor.grad.numpy(), dtype, f"clipped grad {k}")
+    if max_norm > total:                                    # untouched, bit for bit
+        assert all(np.array_equal(a, b) for a, b in zip(before, grads))
+    else:
+        norm = math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in grads))
+        assert norm <= max_norm * (1 + 1e-6) + 1e-12
+
+
+def test_clip_grad_norm_nonfinite():
+    torch = require_torch()
+    for bad in (np.nan, np.inf):
+        modules = make_modules(np.float64)
+        tensors = torch_tensors(torch, modules)
+        set_grads(torch, modules, tensors, np.random.default_rng(4))
+        modules[0].grads["p0"][0, 0] = bad
+        tensors[0].grad[0, 0] = bad
+        total = clip_grad_norm(modules, 1.0)
+        expected = torch.nn.utils.clip_grad_norm_(tensors, 1.0).item()
+        assert (math.isnan(total) and math.isnan(expected)) or total == expected
+        grads = [g for module in modules for g in module.grads.values()]
+        for grad, tensor in zip(grads, tensors):
+            np.testing.assert_array_equal(grad, tensor.grad.numpy())
+        with pytest.raises(ValueError, match="total norm of the gradients is (nan|inf)"):
+            clip_grad_norm(modules, 1.0, error_if_nonfinite=True)
+
+
+def test_clip_grad_norm_by_hand():
+    modules = make_modules(np.float64)
+    for module in modules:
+        for grad in module.grads.values():
+            grad[...] = 1.0
+    # 12 + 3 + 20 + 1 = 36 ones: the norm is 6
+    assert clip_grad_norm(modules, 2.0) == pytest.approx(6.0, rel=1e-15)
+    for module in modules:
+        for grad in module.grads.values():
+            np.testing.assert_allclose(grad, 2.0 / (6.0 + 1e-6), rtol=1e-15)
+    assert clip_grad_norm(modules[0], math.inf) == pytest.approx(
+        math.sqrt(15) * 2.0 / (6.0 + 1e-6), rel=1e-14)                 # one module
+
+
+# ----------------------------------------------------------- contract and errors
+
+def test_zero_grad_and_state():
+    modules = make_modules(np.float32)
+    for module in modules:
+        for grad in module.grads.values():
+            grad[...] = 1.0
+    grads = [g for m in modules for g in m.grads.values()]
+    opt = Adam(modules)
+    opt.step()
+    assert set(opt.state) == {(0, "p0"), (0, "p1"), (1, "p0"), (1, "p1")}
+    assert opt.state[(0, "p0")]["step"] == 1
+    assert opt.state[(0, "p0")]["exp_avg"].dtype == np.float32
+    opt.zero_grad()
+    assert all(a is b and not a.any()
+               for a, b in zip(grads, [g for m in modules for g in m.grads.values()]))
+    sgd = SGD(modules, lr=0.1, momentum=0.9)
+    sgd.step()
+    assert set(sgd.state[(1, "p1")]) == {"momentum_buffer"}
+    assert "momentum=0.9" in repr(sgd) and "betas=(0.9, 0.999)" in repr(opt)
+
+
+def test_training_a_linear_layer_reduces_the_loss():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((64, 3))
+    y = x @ np.array([[1.0], [-2.0], [0.5]]) + 0.3
+    for make in (lambda m: SGD(m, lr=0.1, momentum=0.9), lambda m: Adam(m, lr=0.05),
+                 lambda m: AdamW(m, lr=0.05)):
+        lin = Linear(3, 1, dtype=np.float64, seed=0)
+        opt = make([lin])
+        first = None
+        for _ in range(100):
+            opt.zero_grad()
+            loss, dpred = mse_loss(lin(x), y)
+            lin.backward(dpred)
+            clip_grad_norm([lin], 5.0)
+            opt.step()
+            first = loss if first is None else first
+        assert loss < 0.01 * first, (type(opt).__name__, first, loss)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda m: SGD(m, lr=-0.1), r"SGD: lr must be a finite number >= 0, got -0\.1"),
+    (lambda m: SGD(m, lr=float("nan")), r"lr must be a finite number >= 0, got nan"),
+    (lambda m: SGD(m, lr=0.1, momentum=-1), "momentum must be a finite number >= 0"),
+    (lambda m: SGD(m, lr=0.1, weight_decay=-1e-3), "weight_decay must be a finite number"),
+    (lambda m: SGD(m, lr=0.1, nesterov=True), "nesterov=True requires momentum > 0"),
+    (lambda m: Adam(m, lr=-1), "Adam: lr must be"),
+    (lambda m: Adam(m, eps=-1e-8), "Adam: eps must be"),
+    (lambda m: Adam(m, betas=(1.0, 0.9)), r"betas\[0\] must be a finite number >= 0 and < 1"),
+    (lambda m: Adam(m, betas=(0.9, -0.1)), r"betas\[1\] must be"),
+    (lambda m: AdamW(m, weight_decay=-0.01), "AdamW: weight_decay must be"),
+    (lambda m: clip_grad_norm(m, -1.0), "max_norm must be >= 0, got -1.0"),
+    (lambda m: clip_grad_norm(m, float("nan")), "max_norm must be >= 0, got nan"),
+    (lambda m: SGD([m[0], m[1], m[0]], lr=0.1), r"modules\[2\] is the same object as "
+                                                r"modules\[0\]"),
+    (lambda m: Adam([]), "Adam got no parameters"),
+])
+def test_bad_arguments_raise_value_error(make, message):
+    with pytest.raises(ValueError, match=message):
+        make(make_modules(np.float64))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda m: SGD(m, lr="0.1"), "SGD: lr must be a number, got str"),
+    (lambda m: SGD(m, lr=0.1, nesterov=1), "nesterov must be True or False"),
+    (lambda m: Adam(m, betas=0.9), "betas must be a pair"),
+    (lambda m: Adam([object()]), r"modules\[0\] \(object\) must have 'params' and 'grads'"),
+    (lambda m: SGD(5, lr=0.1), "expects a list of modules"),
+    (lambda m: clip_grad_norm(m, None), "max_norm must be a number"),
+])
+def test_bad_argument_types_raise_type_error(make, message):
+    with pytest.raises(TypeError, match=message):
+        make(make_modules(np.float64))
+
+
+def test_bad_modules_are_refused():
+    modules = make_modules(np.float64)
+    modules[1].grads["p1"] = np.zeros(2)
+    with pytest.raises(ValueError, match=r"modules\[1\]\.grads\['p1'\] must be an ndarray of "
+                                         r"the parameter's shape \(1,\), got \(2,\)"):
+        SGD(modules, lr=0.1)
+    modules = make_modules(np.float64)
+    del modules[0].grads["p0"]
+    with pytest.raises(ValueError, match=r"modules\[0\]\.grads has no entry 'p0'"):
+        Adam(modules)
+    modules = make_modules(np.float64)
+    modules[0].params["p0"] = modules[0].params["p0"].astype(np.int64)
+    with pytest.raises(TypeError, match=r"params\['p0'\] must be a float32 or float64 "
+                                        r"ndarray, got int64"):
+        Adam(modules)
+    modules = make_modules(np.float64)
+    modules[0].params["p1"].flags.writeable = False
+    with pytest.raises(ValueError, match="is read-only"):
+        AdamW(modules)
+    # checked again at every step, hyper-parameters included
+    modules = make_modules(np.float64)
+    opt = SGD(modules, lr=0.1)
+    opt.lr = -1.0
+    with pytest.raises(ValueError, match="lr must be a finite number >= 0"):
+        opt.step()
+    opt.lr = 0.1
+    modules[1].grads["p0"] = np.zeros(3)
+    with pytest.raises(ValueError, match=r"modules\[1\]\.grads\['p0'\] must be"):
+        opt.step()
