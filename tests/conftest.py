@@ -38,6 +38,17 @@ def assert_close(actual, expected, dtype, name="", rtol=None):
         f"{name}: max |difference| {worst:.3g} exceeds {rtol:g} x scale {scale:.3g}")
 
 
+def five_point_derivative(loss, array, index, step):
+    """dL/d array[index] by the five-point central difference; ``array`` is restored."""
+    original = array[index]
+    values = {}
+    for k in (-2, -1, 1, 2):
+        array[index] = original + k * step
+        values[k] = loss()
+    array[index] = original
+    return (values[-2] - 8 * values[-1] + 8 * values[1] - values[2]) / (12 * step)
+
+
 def make_params(cell, D, H, dtype, rng, scale=None):
     """Random parameters in PyTorch's layout: (w_ih, w_hh, b_ih, b_hh)."""
     G = GATES[cell]

@@ -18,8 +18,9 @@ both directions. Shape legend: T = steps, B = batch, D = input features, H = hid
 import numpy as np
 import pytest
 
-from conftest import (CELL_VARIANTS, PARAM_NAMES, assert_close, backward, forward,
-                      impl_module, make_inputs, make_params, random_lengths)
+from conftest import (CELL_VARIANTS, PARAM_NAMES, assert_close, backward,
+                      five_point_derivative, forward, impl_module, make_inputs, make_params,
+                      random_lengths)
 
 IMPLS = ("rnnfast", "rnnfast.reference")
 
@@ -47,17 +48,6 @@ CASES = [(variant, argument) for variant, (cell, _) in CELL_VARIANTS.items()
 
 def shape_id(shape):
     return "T{}B{}D{}H{}".format(*shape)
-
-
-def five_point_derivative(loss, array, index, step):
-    """dL/d array[index] by the five-point central difference; ``array`` is restored."""
-    original = array[index]
-    values = {}
-    for k in (-2, -1, 1, 2):
-        array[index] = original + k * step
-        values[k] = loss()
-    array[index] = original
-    return (values[-2] - 8 * values[-1] + 8 * values[1] - values[2]) / (12 * step)
 
 
 def relu_preactivations(x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):

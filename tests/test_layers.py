@@ -19,7 +19,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import DTYPES, assert_close
+from conftest import DTYPES, assert_close, five_point_derivative
 from rnnfast.layers import GRU, LSTM, RNN
 
 if os.environ.get("RNNFAST_REQUIRE_TORCH") == "1":
@@ -172,17 +172,6 @@ def assert_matches_torch(variant, dtype, rng, T=5, B=3, D=4, H=3, lengths=None,
         assert_close(ours[name], value, dtype, name=name)
 
 
-def five_point_derivative(loss, array, index, step=FD_STEP):
-    """dL/d array[index] by the five-point central difference; ``array`` is restored."""
-    original = array[index]
-    values = {}
-    for k in (-2, -1, 1, 2):
-        array[index] = original + k * step
-        values[k] = loss()
-    array[index] = original
-    return (values[-2] - 8 * values[-1] + 8 * values[1] - values[2]) / (12 * step)
-
-
 # ----------------------------------------------------------------------------- vs torch
 
 INPUT_CASES = ("time_major", "time_major+lengths", "batch_first", "batch_first+lengths")
@@ -270,11 +259,11 @@ def test_dropout_gradients_match_finite_differences(rng):
     for name in ("weight_ih_l0", "weight_hh_l1_reverse", "bias_ih_l1", "weight_ih_l2"):
         indices = [tuple(rng.integers(0, n) for n in probe.params[name].shape)
                    for _ in range(3)]
-        numeric = [five_point_derivative(loss, probe.params[name], i) for i in indices]
+        numeric = [five_point_derivative(loss, probe.params[name], i, FD_STEP) for i in indices]
         analytic = [layer.grads[name][i] for i in indices]
         assert_close(analytic, numeric, np.float64, name=f"grads[{name}]", rtol=FD_RTOL)
     indices = [tuple(rng.integers(0, n) for n in x.shape) for _ in range(6)]
-    numeric = [five_point_derivative(loss, x, i) for i in indices]
+    numeric = [five_point_derivative(loss, x, i, FD_STEP) for i in indices]
     assert_close([dx[i] for i in indices], numeric, np.float64, name="dx", rtol=FD_RTOL)
 
 
