@@ -3,6 +3,10 @@
 Environment switches:
 - RNNFAST_NATIVE=1: compile for this machine's CPU (-march=native); not for wheels.
 - RNNFAST_OPENMP=0: build without OpenMP (the kernels then run on one thread).
+- RNNFAST_DEBUG=1: memory-safety build, for tests only: Cython bounds, wraparound and
+  initialization checks on, and the C compiled and linked with AddressSanitizer and
+  UndefinedBehaviorSanitizer (-O1 -g). Python is not instrumented, so run it with the
+  ASan runtime preloaded; README's "Memory-safety build" has the commands.
 OpenMP is used when the compiler accepts -fopenmp, and left out otherwise.
 """
 
@@ -15,11 +19,15 @@ import tempfile
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
+DEBUG = os.environ.get("RNNFAST_DEBUG") == "1"
+SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+            "-fno-sanitize-recover=undefined"]
+
 COMPILER_DIRECTIVES = {
     "language_level": 3,
-    "boundscheck": False,
-    "wraparound": False,
-    "initializedcheck": False,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
     "cdivision": True,
 }
 
@@ -27,6 +35,8 @@ COMPILER_DIRECTIVES = {
 def compile_args():
     if sys.platform == "win32":
         return ["/O2"]
+    if DEBUG:
+        return ["-O1", "-g", "-fno-math-errno", "-fno-trapping-math"] + SANITIZE
     args = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math"]
     if os.environ.get("RNNFAST_NATIVE") == "1":
         args.append("-march=native")
@@ -61,7 +71,7 @@ def extension(name, parallel=False):
         [f"rnnfast/{name}.pyx"],
         include_dirs=["csrc"],
         extra_compile_args=compile_args() + flags,
-        extra_link_args=flags,
+        extra_link_args=flags + (SANITIZE if DEBUG else []),
     )
 
 
@@ -69,5 +79,6 @@ setup(
     ext_modules=cythonize(
         [extension("_blas"), extension("_kernels", parallel=True)],
         compiler_directives=COMPILER_DIRECTIVES,
+        force=DEBUG or None,  # regenerate the C: the directives differ from a normal build
     ),
 )
