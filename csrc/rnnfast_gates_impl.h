@@ -241,6 +241,31 @@ RNNFAST_CLONES static void FN(gru_step_backward)(ptrdiff_t B, ptrdiff_t H,
     }
 }
 
+/* ------------------------------------------------------------------ masking */
+
+/* dst[b] += src[b] (B, H) for the rows active at step t only: the recurrent
+ * gradient dG_t W_hh joins dL/dh_{t-1} where the step ran, while inactive rows,
+ * whose dG_t is 0, keep their carried gradient untouched (0 * inf would be NaN). */
+static void FN(add_active_rows)(ptrdiff_t B, ptrdiff_t H, const REAL *RESTRICT src,
+                                REAL *RESTRICT dst, const int64_t *lengths, int64_t t)
+{
+    for (ptrdiff_t b = 0; b < B; b++)
+        if (IS_ACTIVE(b))
+            FN(add_into)(H, src + b * H, dst + b * H);
+}
+
+/* rows (T*B, H), row t*B + b: set to 0 where step t is inactive for sequence b, so
+ * that a weight-gradient GEMM over every row never multiplies what they hold
+ * (a carried state that may be inf) by their zero gate gradient. */
+static void FN(zero_inactive_rows)(ptrdiff_t T, ptrdiff_t B, ptrdiff_t H, REAL *rows,
+                                   const int64_t *lengths)
+{
+    for (int64_t t = 0; t < T; t++)
+        for (ptrdiff_t b = 0; b < B; b++)
+            if (!IS_ACTIVE(b))
+                memset(rows + (t * B + b) * H, 0, (size_t)H * sizeof(REAL));
+}
+
 /* ------------------------------------------------------------------ reductions */
 
 /* out[j] = sum_r a[r * ld + j] for j < cols: bias gradients as column sums of the

@@ -52,6 +52,15 @@ cdef extern from "rnnfast_gates.h" nogil:
     void gru_step_backward_f64(Py_ssize_t B, Py_ssize_t H, double *gates, double *gh_n,
                                double *dgh, const double *h_prev, const double *dy_t,
                                double *dh, const int64_t *lengths, int64_t t)
+    # --------------------------------------------------------------- masking
+    void add_active_rows_f32(Py_ssize_t B, Py_ssize_t H, const float *src, float *dst,
+                             const int64_t *lengths, int64_t t)
+    void add_active_rows_f64(Py_ssize_t B, Py_ssize_t H, const double *src, double *dst,
+                             const int64_t *lengths, int64_t t)
+    void zero_inactive_rows_f32(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, float *rows,
+                                const int64_t *lengths)
+    void zero_inactive_rows_f64(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, double *rows,
+                                const int64_t *lengths)
     # --------------------------------------------------------------- reductions
     void column_sums_f32(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
                          const float *a, float *out)

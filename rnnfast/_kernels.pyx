@@ -116,6 +116,23 @@ cdef inline void gemm_packed(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const flo
         gemm_packed_f64(M, N, K, a, lda, packed, c, ldc)
 
 
+cdef inline void add_active_rows(Py_ssize_t B, Py_ssize_t H, const floating *src,
+                                 floating *dst, const int64_t *lengths,
+                                 int64_t t) noexcept nogil:
+    if floating is float:
+        add_active_rows_f32(B, H, src, dst, lengths, t)
+    else:
+        add_active_rows_f64(B, H, src, dst, lengths, t)
+
+
+cdef inline void zero_inactive_rows(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, floating *rows,
+                                    const int64_t *lengths) noexcept nogil:
+    if floating is float:
+        zero_inactive_rows_f32(T, B, H, rows, lengths)
+    else:
+        zero_inactive_rows_f64(T, B, H, rows, lengths)
+
+
 cdef inline void column_sums(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
                              const floating *a, floating *out) noexcept nogil:
     if floating is float:
@@ -148,12 +165,13 @@ cdef floating *pack_weights(const floating[:, ::1] w, bint transpose) except NUL
     packed = <floating *>malloc(size * sizeof(floating))
     if packed == NULL:
         raise MemoryError(f"cannot allocate {size * sizeof(floating)} bytes of packed weights")
-    if floating is float:
-        pack_panels_f32(K, N, &w[0, 0], 1 if transpose else cols, cols if transpose else 1,
-                        packed)
-    else:
-        pack_panels_f64(K, N, &w[0, 0], 1 if transpose else cols, cols if transpose else 1,
-                        packed)
+    with nogil:
+        if floating is float:
+            pack_panels_f32(K, N, &w[0, 0], 1 if transpose else cols,
+                            cols if transpose else 1, packed)
+        else:
+            pack_panels_f64(K, N, &w[0, 0], 1 if transpose else cols,
+                            cols if transpose else 1, packed)
     return packed
 
 
@@ -206,6 +224,20 @@ cdef void project_inputs(const floating *x, const floating *w_ih, Py_ssize_t fir
     # gates[0:steps] = x[first:first+steps] @ W_ih.T       (steps*B, GH)
     gemm_split_rows(NoTrans, Trans, steps * B, GH, D, x + first * B * D, D, w_ih, D, gates, GH,
                     parts)
+
+
+cdef void add_recurrent_grad(Py_ssize_t nb, Py_ssize_t H, Py_ssize_t GH, const floating *dG_t,
+                             const floating *packed_w_hh, floating *dh, floating *scratch,
+                             const int64_t *lengths, int64_t t) noexcept nogil:
+    """dh += dG_t @ W_hh (nb, H) on the rows active at step t, every row when lengths is
+    NULL. Inactive rows keep their carried gradient exactly: their dG_t is 0, but
+    0 * inf in W_hh would still be NaN, so the product goes through ``scratch``."""
+    if lengths == NULL:
+        gemm_packed(nb, H, GH, dG_t, GH, packed_w_hh, dh, H)
+    else:
+        memset(scratch, 0, nb * H * sizeof(floating))
+        gemm_packed(nb, H, GH, dG_t, GH, packed_w_hh, scratch, H)
+        add_active_rows(nb, H, scratch, dh, lengths, t)
 
 
 cdef void input_grads(const floating *dG, Py_ssize_t rows, Py_ssize_t GH,
@@ -288,8 +320,9 @@ def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
 
 cdef void rnn_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize_t B,
                             Py_ssize_t H, bint reverse, bint relu, const floating *hs,
-                            const floating *dy, floating *dh, floating *dpre,
-                            const floating *packed_w_hh, const int64_t *lengths) noexcept nogil:
+                            const floating *dy, floating *dh, floating *dh_scratch,
+                            floating *dpre, const floating *packed_w_hh,
+                            const int64_t *lengths) noexcept nogil:
     """The reverse time loop for batch rows b0 .. b0+nb-1."""
     cdef Py_ssize_t s, t, out = 1 - reverse
     cdef floating *dpre_t
@@ -301,7 +334,8 @@ cdef void rnn_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize
                           NULL if dy == NULL else dy + (t * B + b0) * H, dh + b0 * H, dpre_t,
                           NULL if lengths == NULL else lengths + b0, t)
         # dh += dpre_t @ W_hh                 (nb, H)
-        gemm_packed(nb, H, H, dpre_t, H, packed_w_hh, dh + b0 * H, H)
+        add_recurrent_grad(nb, H, H, dpre_t, packed_w_hh, dh + b0 * H, dh_scratch + b0 * H,
+                           NULL if lengths == NULL else lengths + b0, t)
     rnnfast_fpmode_exit(fpmode)
 
 
@@ -310,9 +344,10 @@ def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
                  const floating[:, ::1] w_hh,    # (H, H)
                  const int64_t[::1] lengths,     # (B,) or None
                  bint reverse, bint relu,
-                 const floating[:, :, ::1] hs,   # (T+1, B, H) from forward
+                 floating[:, :, ::1] hs,         # (T+1, B, H) from forward; consumed
                  const floating[:, :, ::1] dy,   # (T, B, H) or None
                  floating[:, ::1] dh,            # (B, H) in: dh_T; out: dh0
+                 floating[:, ::1] dh_scratch,    # (B, H) workspace
                  floating[:, :, ::1] dpre,       # (T, B, H) out: gradient of the pre-activations
                  floating[:, :, ::1] dx,         # (T, B, D) out
                  floating[:, ::1] dw_ih,         # (H, D) out
@@ -329,7 +364,10 @@ def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
                 b0 = part_start(part, parts, B)
                 rnn_backward_rows(b0, part_start(part + 1, parts, B) - b0, T, B, H, reverse,
                                   relu, &hs[0, 0, 0], optional_ptr(dy), &dh[0, 0],
-                                  &dpre[0, 0, 0], packed, lengths_ptr(lengths))
+                                  &dh_scratch[0, 0], &dpre[0, 0, 0], packed,
+                                  lengths_ptr(lengths))
+            if lengths is not None:  # states carried past a length stay out of dW_hh
+                zero_inactive_rows(T, B, H, &hs[reverse, 0, 0], &lengths[0])
             all_weight_grads(&dpre[0, 0, 0], T * B, H, &x[0, 0, 0], D, &hs[reverse, 0, 0], H,
                              &w_ih[0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0],
                              parts)
@@ -401,7 +439,8 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
 cdef void lstm_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize_t B,
                              Py_ssize_t H, bint reverse, const floating *cs,
                              floating *gates, const floating *dy, floating *dh, floating *dc,
-                             const floating *packed_w_hh, const int64_t *lengths) noexcept nogil:
+                             floating *dh_scratch, const floating *packed_w_hh,
+                             const int64_t *lengths) noexcept nogil:
     """The reverse time loop for batch rows b0 .. b0+nb-1."""
     cdef Py_ssize_t s, t, prev = reverse, out = 1 - reverse
     cdef floating *gates_t
@@ -414,7 +453,8 @@ cdef void lstm_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssiz
                            NULL if dy == NULL else dy + (t * B + b0) * H, dh + b0 * H,
                            dc + b0 * H, NULL if lengths == NULL else lengths + b0, t)
         # dh += dG_t @ W_hh                   (nb, H)
-        gemm_packed(nb, H, 4 * H, gates_t, 4 * H, packed_w_hh, dh + b0 * H, H)
+        add_recurrent_grad(nb, H, 4 * H, gates_t, packed_w_hh, dh + b0 * H,
+                           dh_scratch + b0 * H, NULL if lengths == NULL else lengths + b0, t)
     rnnfast_fpmode_exit(fpmode)
 
 
@@ -423,12 +463,13 @@ def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
                   const floating[:, ::1] w_hh,   # (4H, H)
                   const int64_t[::1] lengths,    # (B,) or None
                   bint reverse,
-                  const floating[:, :, ::1] hs,  # (T+1, B, H) from forward
+                  floating[:, :, ::1] hs,        # (T+1, B, H) from forward; consumed
                   const floating[:, :, ::1] cs,  # (T+1, B, H) from forward
                   floating[:, :, ::1] gates,     # (T, B, 4H) in: i f g o; out: dG
                   const floating[:, :, ::1] dy,  # (T, B, H) or None
                   floating[:, ::1] dh,           # (B, H) in: dh_T; out: dh0
                   floating[:, ::1] dc,           # (B, H) in: dc_T; out: dc0
+                  floating[:, ::1] dh_scratch,   # (B, H) workspace
                   floating[:, :, ::1] dx,        # (T, B, D) out
                   floating[:, ::1] dw_ih,        # (4H, D) out
                   floating[:, ::1] dw_hh,        # (4H, H) out
@@ -444,7 +485,9 @@ def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
                 b0 = part_start(part, parts, B)
                 lstm_backward_rows(b0, part_start(part + 1, parts, B) - b0, T, B, H, reverse,
                                    &cs[0, 0, 0], &gates[0, 0, 0], optional_ptr(dy), &dh[0, 0],
-                                   &dc[0, 0], packed, lengths_ptr(lengths))
+                                   &dc[0, 0], &dh_scratch[0, 0], packed, lengths_ptr(lengths))
+            if lengths is not None:  # states carried past a length stay out of dW_hh
+                zero_inactive_rows(T, B, H, &hs[reverse, 0, 0], &lengths[0])
             all_weight_grads(&gates[0, 0, 0], T * B, 4 * H, &x[0, 0, 0], D, &hs[reverse, 0, 0],
                              H, &w_ih[0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0],
                              parts)
@@ -514,8 +557,9 @@ def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
 
 cdef void gru_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize_t B,
                             Py_ssize_t H, bint reverse, const floating *hs, floating *gates,
-                            floating *gh_n, const floating *dy, floating *dh, floating *dgh,
-                            const floating *packed_w_hh, const int64_t *lengths) noexcept nogil:
+                            floating *gh_n, const floating *dy, floating *dh,
+                            floating *dh_scratch, floating *dgh, const floating *packed_w_hh,
+                            const int64_t *lengths) noexcept nogil:
     """The reverse time loop for batch rows b0 .. b0+nb-1."""
     cdef Py_ssize_t s, t, prev = reverse
     cdef floating *dgh_rows = dgh + b0 * 3 * H
@@ -527,7 +571,8 @@ cdef void gru_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize
                           NULL if dy == NULL else dy + (t * B + b0) * H, dh + b0 * H,
                           NULL if lengths == NULL else lengths + b0, t)
         # dh += dgh @ W_hh                    (nb, H)
-        gemm_packed(nb, H, 3 * H, dgh_rows, 3 * H, packed_w_hh, dh + b0 * H, H)
+        add_recurrent_grad(nb, H, 3 * H, dgh_rows, packed_w_hh, dh + b0 * H,
+                           dh_scratch + b0 * H, NULL if lengths == NULL else lengths + b0, t)
     rnnfast_fpmode_exit(fpmode)
 
 
@@ -536,11 +581,12 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
                  const floating[:, ::1] w_hh,    # (3H, H)
                  const int64_t[::1] lengths,     # (B,) or None
                  bint reverse,
-                 const floating[:, :, ::1] hs,   # (T+1, B, H) from forward
+                 floating[:, :, ::1] hs,         # (T+1, B, H) from forward; consumed
                  floating[:, :, ::1] gates,      # (T, B, 3H) in: r z n; out: dgi
                  floating[:, :, ::1] gh_n,       # (T, B, H) in: gh_n; out: da_n * r
                  const floating[:, :, ::1] dy,   # (T, B, H) or None
                  floating[:, ::1] dh,            # (B, H) in: dh_T; out: dh0
+                 floating[:, ::1] dh_scratch,    # (B, H) workspace
                  floating[:, ::1] dgh,           # (B, 3H) workspace: recurrent-side dG of a step
                  floating[:, :, ::1] dx,         # (T, B, D) out
                  floating[:, ::1] dw_ih,         # (3H, D) out
@@ -555,7 +601,7 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef Py_ssize_t rows = T * B, part, b0
-    cdef const floating *h_prev_all = &hs[reverse, 0, 0]
+    cdef floating *h_prev_all = &hs[reverse, 0, 0]
     cdef floating *packed = pack_weights(w_hh, False)
     try:
         with nogil:
@@ -563,8 +609,10 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
                 b0 = part_start(part, parts, B)
                 gru_backward_rows(b0, part_start(part + 1, parts, B) - b0, T, B, H, reverse,
                                   &hs[0, 0, 0], &gates[0, 0, 0], &gh_n[0, 0, 0],
-                                  optional_ptr(dy), &dh[0, 0], &dgh[0, 0], packed,
-                                  lengths_ptr(lengths))
+                                  optional_ptr(dy), &dh[0, 0], &dh_scratch[0, 0], &dgh[0, 0],
+                                  packed, lengths_ptr(lengths))
+            if lengths is not None:  # states carried past a length stay out of dW_hh
+                zero_inactive_rows(T, B, H, h_prev_all, &lengths[0])
             input_grads(&gates[0, 0, 0], rows, 3 * H, &x[0, 0, 0], D, &w_ih[0, 0],
                         &dx[0, 0, 0], &dw_ih[0, 0], parts)
             # dW_hh[:2H] = dgi[:, :2H].T @ h_prev     (2H, H)

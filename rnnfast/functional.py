@@ -95,8 +95,8 @@ def rnn_backward(dy, dh_T, cache):
         parts = batch_parts(a.B)
         with single_threaded_blas(parts):
             _kernels.rnn_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["relu"],
-                                  data["hs"], dy, dh, dpre, dx, dw_ih, dw_hh, db,
-                                  parts)
+                                  data["hs"], dy, dh, np.empty_like(dh), dpre, dx, dw_ih,
+                                  dw_hh, db, parts)
     return RNNGrads(dx, dh, dw_ih, dw_hh, db, db.copy())
 
 
@@ -156,8 +156,8 @@ def lstm_backward(dy, dh_T, dc_T, cache):
         parts = batch_parts(a.B)
         with single_threaded_blas(parts):
             _kernels.lstm_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
-                                   data["cs"], data["gates"], dy, dh, dc, dx, dw_ih, dw_hh, db,
-                                   parts)
+                                   data["cs"], data["gates"], dy, dh, dc, np.empty_like(dh),
+                                   dx, dw_ih, dw_hh, db, parts)
     return LSTMGrads(dx, dh, dc, dw_ih, dw_hh, db, db.copy())
 
 
@@ -213,8 +213,8 @@ def gru_backward(dy, dh_T, cache):
         parts = batch_parts(a.B)
         with single_threaded_blas(parts):
             _kernels.gru_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
-                                  data["gates"], data["gh_n"], dy, dh, dgh, dx, dw_ih, dw_hh,
-                                  db_ih, db_hh, parts)
+                                  data["gates"], data["gh_n"], dy, dh, np.empty_like(dh),
+                                  dgh, dx, dw_ih, dw_hh, db_ih, db_hh, parts)
     return GRUGrads(dx, dh, dw_ih, dw_hh, db_ih, db_hh)
 
 

@@ -108,7 +108,7 @@ def rnn_backward(dy, dh_T, cache):
         dpre = np.where(active[t], dpre, 0)
         dx[t] = dpre @ a.w_ih
         dw_ih += dpre.T @ x[t]
-        dw_hh += dpre.T @ h_prev[t]
+        dw_hh += dpre.T @ np.where(active[t], h_prev[t], 0)
         db += dpre.sum(axis=0)
         dh = np.where(active[t], dpre @ a.w_hh, dh)
     cache.consumed = True
@@ -198,7 +198,7 @@ def lstm_backward(dy, dh_T, dc_T, cache):
         da = np.where(active[t], da, 0)
         dx[t] = da @ a.w_ih
         dw_ih += da.T @ x[t]
-        dw_hh += da.T @ cache.data["h_prev"][t]
+        dw_hh += da.T @ np.where(active[t], cache.data["h_prev"][t], 0)
         db += da.sum(axis=0)
         dh = np.where(active[t], da @ a.w_hh, dh)
         dc = np.where(active[t], dc_t * f, dc)
@@ -283,7 +283,7 @@ def gru_backward(dy, dh_T, cache):
         dgh = np.where(active[t], np.concatenate([da_r, da_z, da_n * r], axis=1), 0)
         dx[t] = dgi @ a.w_ih
         dw_ih += dgi.T @ x[t]
-        dw_hh += dgh.T @ h_prev
+        dw_hh += dgh.T @ np.where(active[t], h_prev, 0)
         db_ih += dgi.sum(axis=0)
         db_hh += dgh.sum(axis=0)
         dh = np.where(active[t], dh_t * z + dgh @ a.w_hh, dh)
