@@ -1,22 +1,27 @@
 """Thread policy: how many threads a kernel call uses, and BLAS kept single-threaded
 while it does.
 
-A kernel call with B >= 2 * MIN_ROWS_PER_THREAD rows splits its batch into blocks
-that run their time loops on OpenMP threads, and splits the large GEMMs over the
-same threads. BLAS libraries keep thread pools of their own that spin-wait between
+A kernel call with B >= 2 * MIN_ROWS_PER_THREAD rows and at least
+2 * MIN_WORK_PER_THREAD multiply-adds splits its batch into blocks that run their
+time loops on OpenMP threads, and splits the large GEMMs over the same threads.
+Smaller calls stay on the calling thread: starting threads would cost more than
+they save, and on a busy machine a thread waiting for a core can stall a short call
+for a whole scheduler time slice. BLAS libraries keep thread pools of their own that spin-wait between
 calls; running them beside the OpenMP threads oversubscribes the cores (measured:
 an order of magnitude slower on 2 cores). So while any such call runs, every BLAS
 library loaded in the process is set to one thread and restored afterwards.
 ``OMP_NUM_THREADS`` caps the thread count.
 """
 
+import math
 import threading
 
 from threadpoolctl import ThreadpoolController
 
 from . import _kernels
 
-MIN_ROWS_PER_THREAD = 4  # fewer batch rows per thread cost more in start-up than they save
+MIN_ROWS_PER_THREAD = 4
+MIN_WORK_PER_THREAD = 2_000_000  # multiply-adds: some tens of microseconds
 
 _lock = threading.Lock()
 _active_calls = 0
@@ -24,9 +29,12 @@ _saved_threads = []
 _blas_libraries = None
 
 
-def batch_parts(B):
-    """How many blocks of batch rows run their time loops in parallel."""
-    return max(1, min(_kernels.max_threads(), B // MIN_ROWS_PER_THREAD))
+def batch_parts(B, multiply_adds=math.inf):
+    """How many blocks of batch rows run their time loops in parallel, for a call of
+    B rows and about ``multiply_adds`` multiply-adds in all."""
+    by_work = multiply_adds // MIN_WORK_PER_THREAD
+    return int(max(1, min(_kernels.max_threads(), B // MIN_ROWS_PER_THREAD, by_work)))
+
 
 
 class single_threaded_blas:

@@ -57,7 +57,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, nonlinearity="tanh", lengths=N
     hs = _state_buffer(a, a.h0, reverse)
     if _has_steps(a):
         gates = np.empty((_chunk_steps(a.T, False), a.B, a.H), a.dtype)
-        parts = batch_parts(a.B)
+        parts = _batch_parts(a, 1)
         with single_threaded_blas(parts):
             _kernels.rnn_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
                                  nonlinearity == "relu", hs, gates, parts)
@@ -92,7 +92,7 @@ def rnn_backward(dy, dh_T, cache):
     dx, dw_ih, dw_hh, db = _grad_buffers(a)
     if _has_steps(a):
         dpre = np.empty((a.T, a.B, a.H), a.dtype)
-        parts = batch_parts(a.B)
+        parts = _batch_parts(a, 1)
         with single_threaded_blas(parts):
             _kernels.rnn_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["relu"],
                                   data["hs"], dy, dh, np.empty_like(dh), dpre, dx, dw_ih,
@@ -125,7 +125,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=Fal
         cs[0] = a.c0
     gates = np.empty((_chunk_steps(a.T, training), a.B, 4 * a.H), a.dtype)
     if _has_steps(a):
-        parts = batch_parts(a.B)
+        parts = _batch_parts(a, 4)
         with single_threaded_blas(parts):
             _kernels.lstm_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
                                   training, hs, cs, gates, parts)
@@ -153,7 +153,7 @@ def lstm_backward(dy, dh_T, dc_T, cache):
     cache.consumed = True
     dx, dw_ih, dw_hh, db = _grad_buffers(a)
     if _has_steps(a):
-        parts = batch_parts(a.B)
+        parts = _batch_parts(a, 4)
         with single_threaded_blas(parts):
             _kernels.lstm_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
                                    data["cs"], data["gates"], dy, dh, dc, np.empty_like(dh),
@@ -183,7 +183,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False,
     gh_n = np.empty((a.T, a.B, a.H), a.dtype) if training else None
     if _has_steps(a):
         hh = np.empty((a.B, 3 * a.H), a.dtype)
-        parts = batch_parts(a.B)
+        parts = _batch_parts(a, 3)
         with single_threaded_blas(parts):
             _kernels.gru_forward(a.x, a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.lengths, reverse,
                                  hs, gates, hh, gh_n, parts)
@@ -210,7 +210,7 @@ def gru_backward(dy, dh_T, cache):
     db_hh = np.zeros_like(db_ih)
     if _has_steps(a):
         dgh = np.empty((a.B, 3 * a.H), a.dtype)
-        parts = batch_parts(a.B)
+        parts = _batch_parts(a, 3)
         with single_threaded_blas(parts):
             _kernels.gru_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
                                   data["gates"], data["gh_n"], dy, dh, np.empty_like(dh),
@@ -225,6 +225,11 @@ def _has_steps(a):
     if a.T * a.B > _MAX_ROWS:
         raise ValueError(f"x must have at most {_MAX_ROWS} rows T*B, got T*B = {a.T * a.B}")
     return a.T > 0 and a.B > 0
+
+
+def _batch_parts(a, gates):
+    """Threads for a call: by its rows and its multiply-adds, T*B*G*H*(D+H)."""
+    return batch_parts(a.B, a.T * a.B * gates * a.H * (a.D + a.H))
 
 
 def _chunk_steps(T, training):

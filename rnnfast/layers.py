@@ -467,7 +467,7 @@ class _Stream:
         self._gates = np.empty((1, B, layer._gates * H), layer.dtype)  # workspace
         self._zero_bias = np.zeros(layer._gates * H, layer.dtype)
         self._param_names = [name for names in layer._unit_names for name in names]
-        self._parts = batch_parts(B)
+        self._parts = batch_parts(B, B * layer._gates * H * (layer.input_size + H))
         self._checked_ids = None  # ids of the params arrays that _layers_args was built on
         self._checked = None      # those arrays, kept alive so that their ids stay unique
         self._layers_args = None  # per layer: the arguments of _step

@@ -9,7 +9,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import rnnfast
-from rnnfast import _threads
+from rnnfast import _kernels, _threads
 from conftest import (CELL_VARIANTS, GRAD_NAMES, assert_close, backward, forward,
                       make_inputs, make_params, random_lengths)
 
@@ -52,6 +52,15 @@ def test_batch_split_matches_one_thread(variant, monkeypatch):
     whole = train_step(variant, seed=3)
     for name in whole:
         assert_close(split[name], whole[name], np.float64, name=name)
+
+
+def test_thread_count_follows_rows_and_work(monkeypatch):
+    monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 2_000_000)
+    threads = _kernels.max_threads()
+    assert _threads.batch_parts(64, 10**9) == min(threads, 16)
+    assert _threads.batch_parts(64, 1_000) == 1         # too little work to share
+    assert _threads.batch_parts(7, 10**9) == 1          # too few rows
+    assert _threads.batch_parts(8, 4_000_000) == min(threads, 2)
 
 
 def test_blas_thread_counts_restored():
