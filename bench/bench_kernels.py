@@ -126,7 +126,7 @@ def _usable_cpus():
         return os.cpu_count()
 
 
-def _load_average():
+def load_average():
     """1-, 5- and 15-minute load averages: other work on the machine skews timings."""
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -144,7 +144,9 @@ def blas_info():
 
 
 def machine_info(threads):
-    """What was measured on: CPU, thread counts, library versions, BLAS, environment."""
+    """What was measured on: CPU, thread counts, library versions, BLAS, environment.
+
+    ``bench_threads.py`` records the same."""
     env_keys = ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
                 "MKL_NUM_THREADS", "GOTO_NUM_THREADS")
     info = {
@@ -164,7 +166,7 @@ def machine_info(threads):
         "threadpoolctl": threadpoolctl.__version__ if threadpoolctl is not None else None,
         "blas": blas_info(),
         "env": {k: os.environ.get(k) for k in env_keys},
-        "load_average": _load_average(),
+        "load_average": load_average(),
     }
     if torch is not None:
         info["torch_threads"] = torch.get_num_threads()
@@ -448,7 +450,7 @@ def run_benchmark(cells=DEFAULT_CELLS, shapes=SHAPES, *, threads=None, settings=
                     rows.append(row)
                     if progress is not None:
                         progress(row)
-    info["load_average_after"] = _load_average()
+    info["load_average_after"] = load_average()
     return {
         "machine": info,
         "settings": dict(settings.as_dict(), dtype=np.dtype(dtype).name,

@@ -47,17 +47,19 @@ Run it from the repository root with rnnfast built or installed::
 import argparse
 import json
 import os
-import platform
 import sys
 import threading
 import time
 
 import numpy as np
-import scipy
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 import rnnfast
 from rnnfast._threads import batch_parts
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_kernels  # noqa: E402  (its sibling, also when loaded by file path)
+from bench_kernels import load_average  # noqa: E402
 
 __all__ = ["CELLS", "MODES", "CONTROLS", "make_workload", "make_control", "time_serial",
            "time_threaded", "measure", "run_benchmark", "format_table", "main"]
@@ -222,27 +224,11 @@ def measure(cell, mode, threads, calls, repeat, factory):
 
 # ----------------------------------------------------------------------------- driver
 
-def load_average():
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
-
-
 def machine_info():
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count()
-    return {"cpu_count": os.cpu_count(), "usable_cpus": usable,
-            "load_average_before": load_average(),
-            "machine": platform.machine(), "platform": platform.platform(),
-            "python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "rnnfast": getattr(rnnfast, "__version__", None),
-            "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
-            "thread_pools": [{k: pool.get(k) for k in ("user_api", "internal_api",
-                                                       "num_threads", "filepath")}
-                             for pool in threadpool_info()]}
+    """bench_kernels' machine description, its load average taken as the one before."""
+    info = bench_kernels.machine_info(threads=None)
+    info["load_average_before"] = info.pop("load_average")
+    return info
 
 
 def run_benchmark(cells, modes, shape, thread_counts, calls, repeat, dtype=np.float32,
