@@ -1,5 +1,6 @@
 """Checkpoints: ``save(path, obj)`` and ``load(path)`` for modules (RNN, LSTM, GRU,
-Linear) and lists or dicts of them, in a plain ``.npz`` file, with no pickle anywhere.
+Linear), NumPy arrays and plain values (strings, numbers, booleans, None), in lists and
+dicts nested to any depth, in a plain ``.npz`` file, with no pickle anywhere.
 
 Layout
 ------
@@ -17,16 +18,25 @@ array (never an object array):
             "config": {"input_size": 8, "hidden_size": 16, ..., "dtype": "float32"},
             "params": {"weight_ih_l0": {"dtype": "<f4", "shape": [64, 8]}, ...}},
            {"class": "Linear", "config": {...}, "params": {...}}],
-         "root": {"list": [{"module": 0}, {"module": 1}]}}
+         "arrays": [{"dtype": "<f4", "shape": [64]}],
+         "root": {"dict": {"model": {"list": [{"module": 0}, {"module": 1}]},
+                           "mean": {"array": 0}, "vocabulary": {"value": "abc"},
+                           "best_loss": {"float": "inf"}}}}
 
     ``modules[i]`` gives the registered class name, the constructor keyword
     arguments (``type(m)(**config)`` rebuilds the module) and the name, dtype and
     shape of every array of its ``state_dict()``. ``root`` is the saved structure:
-    ``{"module": i}``, ``{"list": [node, ...]}`` or ``{"dict": {"key": node, ...}}``,
-    nested to any depth. A module listed twice is stored once and loads as one object.
+    ``{"module": i}``, ``{"array": j}`` (the array declared by ``arrays[j]``),
+    ``{"value": v}`` (a JSON string, number, boolean or null), ``{"float": "nan"}``
+    (also ``"inf"``, ``"-inf"``, which JSON cannot hold), ``{"list": [node, ...]}``
+    or ``{"dict": {"key": node, ...}}``, nested to any depth. A module listed twice
+    is stored once and loads as one object; arrays are stored once per occurrence.
+    ``arrays`` may be absent (no arrays outside modules).
 ``<i>/<name>``
     The array ``name`` of ``modules[i]``'s state dict, e.g. ``0/weight_ih_l0``,
     ``1/weight``, ``1/bias``.
+``arrays/<j>``
+    The array ``arrays[j]`` of the header, outside any module.
 
 A file is accepted only when it is exactly this: ``format`` and ``version`` match,
 every declared array is present with its declared dtype and shape, and nothing else
@@ -40,12 +50,15 @@ directory (``.<name>.<random>.tmp``), flushed and ``fsync``-ed, renamed onto the
 target with ``os.replace`` and the directory is ``fsync``-ed. A crash at any moment
 leaves either the previous file or the new one at ``path``, never a partial one.
 
-Not stored: gradients, train/eval mode and optimizer state. Tuples are saved as lists.
+Not stored with a module: its gradients and train/eval mode. An optimizer's state is
+saved as the plain structure ``optimizer.state_dict()`` returns. Tuples load as lists,
+NumPy scalars as Python numbers.
 """
 
 import errno
 import importlib
 import json
+import math
 import os
 import re
 import stat
@@ -135,9 +148,18 @@ def _describe(obj, where, modules, arrays, memo, depth):
                                 f"{type(key).__name__} key {key!r} in {where}")
             node[key] = _describe(item, f"{where}[{key!r}]", modules, arrays, memo, depth + 1)
         return {"dict": node}
+    if obj is None or isinstance(obj, (str, bool, int, float, np.bool_, np.integer,
+                                       np.floating)):
+        return _describe_value(obj)
+    if isinstance(obj, np.ndarray):
+        index = len(arrays["declared"])
+        arrays["declared"].append(_array_spec(obj, where))
+        arrays["data"][f"arrays/{index}"] = np.asarray(obj, order="C")
+        return {"array": index}
     if not _is_module(obj):
-        raise TypeError(f"rnnfast.save stores a module (RNN, LSTM, GRU, Linear) or a list "
-                        f"or dict of them; {where} has type {type(obj).__name__}")
+        raise TypeError(f"rnnfast.save stores modules (RNN, LSTM, GRU, Linear), NumPy "
+                        f"arrays, strings, numbers, booleans and None, in lists and dicts; "
+                        f"{where} has type {type(obj).__name__}")
     if id(obj) in memo:
         return {"module": memo[id(obj)]}
 
@@ -164,14 +186,29 @@ def _describe(obj, where, modules, arrays, memo, depth):
             raise TypeError(f"rnnfast.save: {where}.state_dict() has a key {key!r}; "
                             f"names must be non-empty strings")
         array = np.asarray(value, order="C")
-        if array.dtype.kind not in "biufc" or array.dtype.fields is not None:
-            raise TypeError(f"rnnfast.save: {where}.state_dict()[{key!r}] must be a numeric "
-                            f"array, got dtype {array.dtype}")
-        params[key] = {"dtype": array.dtype.str, "shape": list(array.shape)}
-        arrays[f"{index}/{key}"] = array
+        params[key] = _array_spec(array, f"{where}.state_dict()[{key!r}]")
+        arrays["data"][f"{index}/{key}"] = array
     modules.append({"class": name, "config": config, "params": params})
     memo[id(obj)] = index
     return {"module": index}
+
+
+def _describe_value(value):
+    """The header node of a plain value: ``{"value": v}``, or ``{"float": "nan"}`` for
+    the non-finite floats JSON cannot hold."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"float": repr(value)}      # 'nan', 'inf' or '-inf'
+    return {"value": value}
+
+
+def _array_spec(array, where):
+    """{"dtype", "shape"} of a numeric array; TypeError for any other dtype."""
+    if array.dtype.kind not in "biufc" or array.dtype.fields is not None:
+        raise TypeError(f"rnnfast.save: {where} must be a numeric array, "
+                        f"got dtype {array.dtype}")
+    return {"dtype": array.dtype.str, "shape": list(array.shape)}
 
 
 def _write_npz(file, header_bytes, arrays):
@@ -216,24 +253,29 @@ def _fsync_directory(directory):
 
 
 def save(path, obj):
-    """Write ``obj`` (a module, or a list or dict of modules, nested to any depth) to
-    ``path`` atomically, in the ``.npz`` layout of this module's docstring.
+    """Write ``obj`` (a module, array or plain value, or a list or dict of them, nested
+    to any depth) to ``path`` atomically, in the ``.npz`` layout of this module's
+    docstring.
 
     Parameters
     ----------
     path : str or os.PathLike
         The checkpoint file, written exactly there (no suffix is added). An existing
         file is replaced only once the new one is complete and on disk.
-    obj : module, list or dict (string keys) of modules
+    obj : module, ndarray, str, int, float, bool, None, or a list or dict (string
+        keys) of these
         Modules are instances of a registered class (RNN, LSTM, GRU, Linear) with
-        ``config()`` and ``state_dict()``.
+        ``config()`` and ``state_dict()``; arrays must be numeric (bool, integer,
+        float or complex).
 
     Raises ``TypeError`` for anything it cannot store, before any file is touched.
     """
     path = os.fsdecode(os.fspath(path))
-    modules, arrays = [], {}
+    modules, arrays = [], {"declared": [], "data": {}}
     root = _describe(obj, "obj", modules, arrays, {}, 0)
     header = {"format": FORMAT, "version": VERSION, "modules": modules, "root": root}
+    if arrays["declared"]:
+        header["arrays"] = arrays["declared"]
     header_bytes = json.dumps(header, allow_nan=False).encode("utf-8")
 
     directory = os.path.dirname(os.path.abspath(path))
@@ -247,7 +289,7 @@ def save(path, obj):
         with os.fdopen(fd, "wb") as file:
             if hasattr(os, "fchmod"):
                 os.fchmod(file.fileno(), mode)
-            _write_npz(file, header_bytes, arrays)
+            _write_npz(file, header_bytes, arrays["data"])
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -379,53 +421,95 @@ def _check_modules(header):
                            f"{', '.join(sorted(MODULE_CLASSES))})")
         declared = {}
         for key, spec in params.items():
-            if not key or not isinstance(spec, dict) or set(spec) != {"dtype", "shape"}:
-                raise _Refused(f"header modules[{i}] param {key!r} must be declared as "
-                               f"{{'dtype': ..., 'shape': [...]}}")
-            dtype, shape = spec["dtype"], spec["shape"]
-            if not isinstance(dtype, str) or not _DTYPE_RE.match(dtype):
-                raise _Refused(f"header modules[{i}] param {key!r} has dtype {dtype!r}; "
-                               f"only plain numeric dtypes are allowed")
-            if not isinstance(shape, list) or not all(_is_int(n) and n >= 0 for n in shape):
-                raise _Refused(f"header modules[{i}] param {key!r} has shape {shape!r}; "
-                               f"expected a list of non-negative integers")
-            try:
-                declared[key] = (tuple(shape), np.dtype(dtype))
-            except TypeError as exc:
-                raise _Refused(f"header modules[{i}] param {key!r}: {exc}") from None
+            if not key:
+                raise _Refused(f"header modules[{i}] has a param with an empty name")
+            declared[key] = _declared_array(spec, f"modules[{i}] param {key!r}")
         checked.append((name, config, declared))
     return checked
 
 
-def _check_root(node, n_modules, used, depth=0):
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def _check_root(node, counts, used, depth=0):
+    """Validate the node tree; ``counts`` and ``used`` are keyed "module" and "array"
+    (how many are declared, which indices the tree refers to)."""
     if depth > _MAX_DEPTH:
         raise _Refused(f"header 'root' is nested more than {_MAX_DEPTH} levels deep")
     if not isinstance(node, dict) or len(node) != 1:
         raise _Refused(f"header 'root': every node must be an object with one key, "
-                       f"'module', 'list' or 'dict'; got {node!r:.80}")
+                       f"'module', 'array', 'value', 'float', 'list' or 'dict'; "
+                       f"got {node!r:.80}")
     (kind, value), = node.items()
-    if kind == "module":
-        if not _is_int(value) or not 0 <= value < n_modules:
-            raise _Refused(f"header 'root' refers to module {value!r}, but there are "
-                           f"{n_modules} modules")
-        used.add(value)
+    if kind in ("module", "array"):
+        if not _is_int(value) or not 0 <= value < counts[kind]:
+            raise _Refused(f"header 'root' refers to {kind} {value!r}, but there are "
+                           f"{counts[kind]} {kind}s")
+        used[kind].add(value)
+    elif kind == "value" and (value is None or isinstance(value, (str, bool, int, float))):
+        pass
+    elif kind == "float" and value in _NON_FINITE:
+        pass
     elif kind == "list" and isinstance(value, list):
         for item in value:
-            _check_root(item, n_modules, used, depth + 1)
+            _check_root(item, counts, used, depth + 1)
     elif kind == "dict" and isinstance(value, dict):
         for item in value.values():
-            _check_root(item, n_modules, used, depth + 1)
+            _check_root(item, counts, used, depth + 1)
     else:
         raise _Refused(f"header 'root': unknown node {kind!r} (or wrong value type)")
 
 
-def _build(node, modules):
+def _build(node, modules, arrays):
     (kind, value), = node.items()
     if kind == "module":
         return modules[value]
+    if kind == "array":
+        return arrays[value]
+    if kind == "value":
+        return value
+    if kind == "float":
+        return _NON_FINITE[value]
     if kind == "list":
-        return [_build(item, modules) for item in value]
-    return {key: _build(item, modules) for key, item in value.items()}
+        return [_build(item, modules, arrays) for item in value]
+    return {key: _build(item, modules, arrays) for key, item in value.items()}
+
+
+def _check_arrays(header):
+    """Validate ``header["arrays"]`` (optional): [(shape, dtype)]."""
+    declared = header.get("arrays", [])
+    if not isinstance(declared, list):
+        raise _Refused("header 'arrays' must be a list")
+    return [_declared_array(spec, f"arrays[{j}]") for j, spec in enumerate(declared)]
+
+
+def _declared_array(spec, where):
+    """(shape, dtype) of one ``{"dtype": ..., "shape": [...]}`` declaration."""
+    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape"}:
+        raise _Refused(f"header {where} must be declared as {{'dtype': ..., 'shape': [...]}}")
+    dtype, shape = spec["dtype"], spec["shape"]
+    if not isinstance(dtype, str) or not _DTYPE_RE.match(dtype):
+        raise _Refused(f"header {where} has dtype {dtype!r}; only plain numeric dtypes "
+                       f"are allowed")
+    if not isinstance(shape, list) or not all(_is_int(n) and n >= 0 for n in shape):
+        raise _Refused(f"header {where} has shape {shape!r}; expected a list of "
+                       f"non-negative integers")
+    try:
+        return tuple(shape), np.dtype(dtype)
+    except TypeError as exc:
+        raise _Refused(f"header {where}: {exc}") from None
+
+
+def _read_declared(npz, infos, entry, shape, dtype):
+    """The array of ``entry``, checked against its declared shape and dtype."""
+    got_shape, got_dtype = _entry_header(npz.zip, infos[entry], entry)
+    if got_shape != shape or got_dtype != dtype:
+        raise _Refused(f"array {entry!r} has dtype {got_dtype} and shape {got_shape}, "
+                       f"but the header declares dtype {dtype} and shape {shape}")
+    array = _read_entry(npz, entry)
+    if array.shape != shape or array.dtype != dtype:
+        raise _Refused(f"array {entry!r} does not match its header")
+    return array
 
 
 def _archive_entries(npz, file_size):
@@ -457,8 +541,8 @@ def _archive_entries(npz, file_size):
 
 
 def load(path):
-    """Read a checkpoint written by :func:`save`: the module, or the list or dict of
-    modules (rebuilt from their config, parameters bit-identical).
+    """Read a checkpoint written by :func:`save`: the same structure of modules (rebuilt
+    from their config, parameters bit-identical), arrays and plain values.
 
     Raises
     ------
@@ -505,13 +589,16 @@ def _load_archive(path, npz, file_size):
     infos = _archive_entries(npz, file_size)
     header = _read_header(npz, infos)
     declared = _check_modules(header)
+    declared_arrays = _check_arrays(header)
     if "root" not in header:
         raise _Refused("header has no 'root'")
-    used = set()
-    _check_root(header["root"], len(declared), used)
-    if used != set(range(len(declared))):
-        unused = sorted(set(range(len(declared))) - used)
-        raise _Refused(f"header declares modules {unused} that 'root' never uses")
+    counts = {"module": len(declared), "array": len(declared_arrays)}
+    used = {"module": set(), "array": set()}
+    _check_root(header["root"], counts, used)
+    for kind, count in counts.items():
+        if used[kind] != set(range(count)):
+            unused = sorted(set(range(count)) - used[kind])
+            raise _Refused(f"header declares {kind}s {unused} that 'root' never uses")
 
     expected = {HEADER_KEY}
     for i, (name, _, params) in enumerate(declared):
@@ -519,6 +606,10 @@ def _load_archive(path, npz, file_size):
             if f"{i}/{key}" not in infos:
                 raise _Refused(f"array '{i}/{key}' of module {i} ({name}) is missing")
             expected.add(f"{i}/{key}")
+    for j in range(len(declared_arrays)):
+        if f"arrays/{j}" not in infos:
+            raise _Refused(f"array 'arrays/{j}' is missing")
+        expected.add(f"arrays/{j}")
     unexpected = sorted(set(infos) - expected)
     if unexpected:
         raise _Refused(f"unexpected entries not declared by the header: {unexpected[:8]}")
@@ -534,18 +625,10 @@ def _load_archive(path, npz, file_size):
 
     state_dicts = []
     for i, (name, _, params) in enumerate(declared):
-        state = {}
-        for key, (shape, dtype) in params.items():
-            entry = f"{i}/{key}"
-            got_shape, got_dtype = _entry_header(npz.zip, infos[entry], entry)
-            if got_shape != shape or got_dtype != dtype:
-                raise _Refused(f"array {entry!r} has dtype {got_dtype} and shape {got_shape}, "
-                               f"but the header declares dtype {dtype} and shape {shape}")
-            array = _read_entry(npz, entry)
-            if array.shape != shape or array.dtype != dtype:
-                raise _Refused(f"array {entry!r} does not match its header")
-            state[key] = array
-        state_dicts.append(state)
+        state_dicts.append({key: _read_declared(npz, infos, f"{i}/{key}", shape, dtype)
+                            for key, (shape, dtype) in params.items()})
+    arrays = [_read_declared(npz, infos, f"arrays/{j}", shape, dtype)
+              for j, (shape, dtype) in enumerate(declared_arrays)]
 
     modules = []
     for i, ((name, config, _), cls, state) in enumerate(zip(declared, classes, state_dicts)):
@@ -562,4 +645,4 @@ def _load_archive(path, npz, file_size):
             raise _Refused(f"module {i} ({name}) refuses its arrays: "
                            f"{type(exc).__name__}: {exc}") from None
         modules.append(module)
-    return _build(header["root"], modules)
+    return _build(header["root"], modules, arrays)

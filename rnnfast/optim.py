@@ -18,7 +18,9 @@ The hyper-parameters are plain attributes (``opt.lr = 1e-4`` between steps sched
 the learning rate); they are validated again at every ``step()``. The state (momentum
 buffers, Adam moments and step counts) lives in ``opt.state``, keyed by (index of the
 module in the list, parameter name), in the parameters' dtype; it is created on the
-first ``step()``, as torch's.
+first ``step()``, as torch's. ``opt.state_dict()`` / ``opt.load_state_dict(d)`` save and
+restore hyper-parameters and state (``rnnfast.save`` stores the dict), so that training
+resumed from a checkpoint continues bit for bit.
 
 Formulas, per parameter ``p`` with gradient ``g``, exactly as torch's single-tensor
 implementations (``dampening=0``, ``maximize=False``, ``amsgrad=False``):
@@ -111,6 +113,10 @@ def _number(owner, name, value, low=0.0, high=None, high_open=False):
     return value
 
 
+def _keys_text(value):
+    return f"keys {sorted(value)}" if isinstance(value, Mapping) else type(value).__name__
+
+
 def _lerp_(start, end, weight):
     """``start = start + weight * (end - start)`` in place, computed as torch's lerp
     (the other form for weight >= 0.5, which is exact at weight 1)."""
@@ -147,6 +153,83 @@ class _Optimizer:
         for key, param, grad in self._parameters():
             self._update(self.state.setdefault(key, {}), param, grad)
 
+    def state_dict(self):
+        """The optimizer's state as plain values and arrays (copies), for a checkpoint
+        with ``rnnfast.save``: ``{"type": class name, "hyper": {name: value},
+        "state": {"<module index>/<param name>": {buffer name: array or step count}}}``.
+        """
+        hyper = {name: (list(value) if isinstance(value, tuple) else value)
+                 for name, value in ((name, getattr(self, name)) for name in self._hyper)}
+        state = {f"{i}/{name}": {key: (value.copy() if isinstance(value, np.ndarray)
+                                       else value)
+                                 for key, value in buffers.items()}
+                 for (i, name), buffers in self.state.items()}
+        return {"type": type(self).__name__, "hyper": hyper, "state": state}
+
+    def load_state_dict(self, state_dict):
+        """Restore hyper-parameters and state from :meth:`state_dict`, for the same
+        list of modules in the same order; arrays are copied. Raises ``ValueError`` /
+        ``TypeError`` naming what does not fit, leaving the optimizer unchanged."""
+        owner = type(self).__name__
+        if not isinstance(state_dict, Mapping) or set(state_dict) != {"type", "hyper", "state"}:
+            raise TypeError(f"{owner}.load_state_dict: expected a dict with keys 'type', "
+                            f"'hyper' and 'state', got {_keys_text(state_dict)}")
+        if state_dict["type"] != owner:
+            raise ValueError(f"{owner}.load_state_dict: the state is of a "
+                             f"{state_dict['type']!r} optimizer")
+        hyper = state_dict["hyper"]
+        if not isinstance(hyper, Mapping) or set(hyper) != set(self._hyper):
+            raise ValueError(f"{owner}.load_state_dict: 'hyper' must hold "
+                             f"{sorted(self._hyper)}, got {_keys_text(hyper)}")
+        saved = state_dict["state"]
+        if not isinstance(saved, Mapping):
+            raise TypeError(f"{owner}.load_state_dict: 'state' must be a dict, "
+                            f"got {type(saved).__name__}")
+        params = {f"{i}/{name}": ((i, name), param) for (i, name), param, _ in
+                  self._parameters()}
+        state = {}
+        for key, buffers in saved.items():
+            if key not in params:
+                raise ValueError(f"{owner}.load_state_dict: state for {key!r}, which is no "
+                                 f"parameter of these modules (module index/name)")
+            index, param = params[key]
+            state[index] = self._checked_buffers(key, buffers, param)
+        previous = {name: getattr(self, name) for name in self._hyper}
+        for name in self._hyper:
+            value = hyper[name]
+            setattr(self, name, tuple(value) if isinstance(value, list) else value)
+        try:
+            self._check_hyper()
+        except (TypeError, ValueError):
+            for name, value in previous.items():
+                setattr(self, name, value)
+            raise
+        self.state = state
+
+    def _checked_buffers(self, key, buffers, param):
+        """A copy of one parameter's saved buffers, checked against the parameter."""
+        owner = type(self).__name__
+        if not isinstance(buffers, Mapping) or not set(buffers) <= set(self._buffers):
+            raise ValueError(f"{owner}.load_state_dict: state[{key!r}] must hold some of "
+                             f"{sorted(self._buffers)}, got {_keys_text(buffers)}")
+        checked = {}
+        for name, value in buffers.items():
+            if name == "step":
+                if not isinstance(value, (int, np.integer)) or isinstance(value, bool) \
+                        or value < 0:
+                    raise ValueError(f"{owner}.load_state_dict: state[{key!r}]['step'] must "
+                                     f"be an integer >= 0, got {value!r}")
+                checked[name] = int(value)
+            elif not (isinstance(value, np.ndarray) and value.shape == param.shape
+                      and value.dtype == param.dtype):
+                raise ValueError(f"{owner}.load_state_dict: state[{key!r}][{name!r}] must be "
+                                 f"a {param.dtype} array of shape {param.shape}, got "
+                                 f"{getattr(value, 'dtype', type(value).__name__)} "
+                                 f"{getattr(value, 'shape', '')}")
+            else:
+                checked[name] = value.copy()
+        return checked
+
     def _check_hyper(self):
         raise NotImplementedError
 
@@ -171,6 +254,9 @@ class SGD(_Optimizer):
     weight_decay : float >= 0
         L2 penalty: ``weight_decay * p`` is added to the gradient.
     """
+
+    _hyper = ("lr", "momentum", "nesterov", "weight_decay")
+    _buffers = ("momentum_buffer",)
 
     def __init__(self, modules, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(modules)
@@ -223,6 +309,8 @@ class Adam(_Optimizer):
     """
 
     _decoupled = False
+    _hyper = ("lr", "betas", "eps", "weight_decay")
+    _buffers = ("step", "exp_avg", "exp_avg_sq")
 
     def __init__(self, modules, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(modules)

@@ -151,6 +151,46 @@ def checkpoint(tmp_path):
 
 # -------------------------------------------------------------------------- round trips
 
+def test_round_trip_arrays_and_plain_values(tmp_path):
+    """Arrays and JSON values beside modules: a training state (optimizer moments,
+    generator states with 128-bit integers, non-finite floats) comes back exactly."""
+    module = perturbed(Affine(3, 2, seed=1))
+    rng = np.random.default_rng(7)
+    state = {"model": [module, module],
+             "moments": [rng.standard_normal((2, 3)).astype(np.float32),
+                         np.arange(6, dtype=np.int64).reshape(3, 2)[:, ::-1]],
+             "mask": np.array([True, False]), "empty": np.zeros((0, 4)),
+             "scalar": np.array(2.5), "generator": rng.bit_generator.state,
+             "vocabulary": "ab\u00e9\n", "step": 12, "done": False, "nothing": None,
+             "losses": [1.5, float("nan"), float("inf"), -float("inf")],
+             "numpy_numbers": (np.float32(0.1), np.int64(3), np.bool_(True))}
+    path = tmp_path / "state.npz"
+    rio.save(path, state)
+    loaded = rio.load(path)
+
+    assert set(loaded) == set(state)
+    assert loaded["model"][0] is loaded["model"][1]
+    assert_same_module(loaded["model"][0], module)
+    for got, expected in zip(loaded["moments"] + [loaded["mask"], loaded["empty"],
+                                                   loaded["scalar"]],
+                             state["moments"] + [state["mask"], state["empty"],
+                                                 state["scalar"]]):
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert np.array_equal(got, expected)
+    assert loaded["generator"] == state["generator"]
+    restored = np.random.default_rng()
+    restored.bit_generator.state = loaded["generator"]
+    assert restored.random() == rng.random()
+    assert (loaded["vocabulary"], loaded["step"], loaded["done"], loaded["nothing"]) == \
+        ("ab\u00e9\n", 12, False, None)
+    assert loaded["losses"][0] == 1.5 and np.isnan(loaded["losses"][1])
+    assert loaded["losses"][2:] == [float("inf"), -float("inf")]
+    assert loaded["numpy_numbers"] == [float(np.float32(0.1)), 3, True]
+    assert all(type(v) in (float, int, bool) for v in loaded["numpy_numbers"])
+    rio.save(path, "text")
+    assert rio.load(path) == "text"
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_round_trip_module(tmp_path, dtype, bias):
@@ -237,8 +277,9 @@ def test_save_refuses_what_it_cannot_store(tmp_path):
 
     bad_param = Affine(2, 2)
     bad_param.state_dict = lambda: {"weight": np.array([object()], dtype=object)}
-    cases = [(3, "obj has type int"),
-             ([Affine(2, 2), "text"], "obj[1] has type str"),
+    cases = [(object(), "obj has type object"),
+             ([Affine(2, 2), {1, 2}], "obj[1] has type set"),
+             ({"mask": np.array(["a", "b"])}, "obj['mask'] must be a numeric array"),
              ({1: Affine(2, 2)}, "dict keys must be strings"),
              ({"a": Shifted(2, 2)}, "not a registered module class"),
              (bad_param, "must be a numeric array"),
@@ -421,6 +462,19 @@ BAD_HEADERS = {
     "unused module": (lambda h: h["root"].update(list=[{"module": 0}]), ["never uses"]),
     "unknown node": (lambda h: h.update(root={"set": []}), ["unknown node 'set'"]),
     "no modules": (lambda h: h.pop("modules"), ["'modules' must be a list"]),
+    "array out of range": (lambda h: h["root"]["list"].append({"array": 0}),
+                           ["refers to array 0, but there are 0 arrays"]),
+    "value holding a list": (lambda h: h["root"]["list"].append({"value": [1, 2]}),
+                             ["unknown node 'value'"]),
+    "unknown float": (lambda h: h["root"]["list"].append({"float": "1e999"}),
+                      ["unknown node 'float'"]),
+    "arrays not a list": (lambda h: h.update(arrays={}), ["'arrays' must be a list"]),
+    "declared free array missing": (
+        lambda h: (h.update(arrays=[{"dtype": "<f8", "shape": [2]}]),
+                   h["root"]["list"].append({"array": 0})),
+        ["array 'arrays/0' is missing"]),
+    "unused free array": (lambda h: h.update(arrays=[{"dtype": "<f8", "shape": [2]}]),
+                          ["declares arrays [0] that 'root' never uses"]),
 }
 
 

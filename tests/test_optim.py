@@ -3,6 +3,7 @@ without torch): the same parameters and gradients stepped side by side; then the
 in-place contract, hyper-parameter validation and a small training run."""
 
 import math
+import re
 import os
 
 import numpy as np
@@ -303,3 +304,76 @@ def test_bad_modules_are_refused():
     modules[1].grads["p0"] = np.zeros(3)
     with pytest.raises(ValueError, match=r"modules\[1\]\.grads\['p0'\] must be"):
         opt.step()
+
+
+# ------------------------------------------------------------- state_dict / resuming
+
+RESUMABLE = [lambda m: SGD(m, lr=0.05, momentum=0.9, nesterov=True),
+             lambda m: Adam(m, lr=0.01, betas=(0.8, 0.99), weight_decay=0.01),
+             lambda m: AdamW(m, lr=0.01)]
+
+
+def step_with_random_grads(optimizer, rng, steps):
+    for _ in range(steps):
+        for module in optimizer.modules:
+            for grad in module.grads.values():
+                grad[...] = rng.standard_normal(grad.shape)
+        optimizer.step()
+
+
+@pytest.mark.parametrize("make", RESUMABLE)
+def test_state_dict_resumes_bit_for_bit_through_a_checkpoint(tmp_path, make):
+    """k steps, a checkpoint of modules and optimizer state, n - k more steps from the
+    loaded copy: the same parameters, bit for bit, as n steps in one go."""
+    import rnnfast
+
+    straight = make(make_modules(np.float64))
+    step_with_random_grads(straight, np.random.default_rng(1), 7)
+
+    first = make(make_modules(np.float64))
+    rng = np.random.default_rng(1)
+    step_with_random_grads(first, rng, 3)
+    rnnfast.save(tmp_path / "state.npz", {"optimizer": first.state_dict(),
+                                          "params": [m.params for m in first.modules]})
+    saved = rnnfast.load(tmp_path / "state.npz")
+    modules = make_modules(np.float64, seed=5)           # different starting values
+    for module, params in zip(modules, saved["params"]):
+        for name, value in params.items():
+            module.params[name][...] = value
+    resumed = make(modules)
+    resumed.lr = 123.0                                   # replaced by the saved value
+    resumed.load_state_dict(saved["optimizer"])
+    assert resumed.lr == first.lr
+    step_with_random_grads(resumed, rng, 4)
+
+    for ours, theirs in zip(resumed.modules, straight.modules):
+        for name in ours.params:
+            assert ours.params[name].tobytes() == theirs.params[name].tobytes(), name
+
+
+def test_state_dict_is_a_copy_and_load_state_dict_checks_it():
+    optimizer = Adam(make_modules(np.float32), lr=0.1)
+    step_with_random_grads(optimizer, np.random.default_rng(0), 2)
+    state = optimizer.state_dict()
+    assert state["type"] == "Adam" and state["hyper"]["betas"] == [0.9, 0.999]
+    assert set(state["state"]) == {"0/p0", "0/p1", "1/p0", "1/p1"}
+    assert state["state"]["0/p0"]["step"] == 2
+    state["state"]["0/p0"]["exp_avg"][...] = 7           # a copy: the optimizer is unchanged
+    assert not np.any(optimizer.state[(0, "p0")]["exp_avg"] == 7)
+
+    other = Adam(make_modules(np.float32), lr=0.1)
+    cases = [
+        ({**state, "type": "SGD"}, ValueError, "of a 'SGD' optimizer"),
+        ({"type": "Adam"}, TypeError, "keys 'type', 'hyper' and 'state'"),
+        ({**state, "hyper": {"lr": 0.1}}, ValueError, "'hyper' must hold"),
+        ({**state, "hyper": {**state["hyper"], "lr": -1.0}}, ValueError, "lr must be"),
+        ({**state, "state": {"2/p0": {}}}, ValueError, "'2/p0', which is no parameter"),
+        ({**state, "state": {"0/p0": {"exp_avg": np.zeros(3, np.float32)}}}, ValueError,
+         "must be a float32 array of shape (4, 3)"),
+        ({**state, "state": {"0/p0": {"step": -1}}}, ValueError, "integer >= 0"),
+        ({**state, "state": {"0/p0": {"velocity": 1}}}, ValueError, "must hold some of"),
+    ]
+    for bad, error, fragment in cases:
+        with pytest.raises(error, match=re.escape(fragment)):
+            other.load_state_dict(bad)
+        assert other.lr == 0.1 and other.state == {}
