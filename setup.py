@@ -37,7 +37,7 @@ def compile_args():
         return ["/O2"]
     if DEBUG:
         return ["-O1", "-g", "-fno-math-errno", "-fno-trapping-math"] + SANITIZE
-    args = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math"]
+    args = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function"]
     if os.environ.get("RNNFAST_NATIVE") == "1":
         args.append("-march=native")
     return args
@@ -64,12 +64,20 @@ def openmp_flags():
 OPENMP = openmp_flags()
 
 
-def extension(name, parallel=False):
+def extension(name, parallel=False, numpy_api=False):
     flags = OPENMP if parallel else []
+    include_dirs = ["csrc"]
+    macros = []
+    if numpy_api:
+        import numpy
+
+        include_dirs.append(numpy.get_include())
+        macros.append(("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"))
     return Extension(
         f"rnnfast.{name}",
         [f"rnnfast/{name}.pyx"],
-        include_dirs=["csrc"],
+        include_dirs=include_dirs,
+        define_macros=macros,
         extra_compile_args=compile_args() + flags,
         extra_link_args=flags + (SANITIZE if DEBUG else []),
     )
@@ -77,7 +85,8 @@ def extension(name, parallel=False):
 
 setup(
     ext_modules=cythonize(
-        [extension("_blas"), extension("_kernels", parallel=True)],
+        [extension("_blas"), extension("_kernels", parallel=True),
+         extension("_stream", numpy_api=True)],
         compiler_directives=COMPILER_DIRECTIVES,
         force=DEBUG or None,  # regenerate the C: the directives differ from a normal build
     ),

@@ -32,8 +32,7 @@ from typing import List, NamedTuple, Optional
 
 import numpy as np
 
-from . import _checks, _kernels, functional
-from ._threads import batch_parts, single_threaded_blas
+from . import _checks, _stream, functional
 
 __all__ = ["RNN", "LSTM", "GRU"]
 
@@ -113,7 +112,8 @@ class _RecurrentLayer:
     """Machinery shared by RNN, LSTM and GRU; a subclass names its functional pair.
 
     Subclasses set ``_forward`` / ``_backward`` (the functional functions),
-    ``_gates`` (G), ``_state_names`` (``("h",)`` or ``("h", "c")``) and ``_stream_type``.
+    ``_gates`` (G), ``_state_names`` (``("h",)`` or ``("h", "c")``) and
+    ``_stream_kind()`` (the cell for ``rnnfast._stream``).
     States are handled as tuples of arrays, one per name in ``_state_names``; the
     public API shows a single array, or ``(h, c)`` for the LSTM.
     """
@@ -122,7 +122,6 @@ class _RecurrentLayer:
     _backward = None
     _gates = None
     _state_names = ("h",)
-    _stream_type = None
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
@@ -434,7 +433,7 @@ class _RecurrentLayer:
         if self.bidirectional:
             raise ValueError(f"stream() cannot run a bidirectional {type(self).__name__}: "
                              f"its backward direction needs the inputs of future steps")
-        return self._stream_type(self, _positive_int("batch_size", batch_size))
+        return _Stream(self, _positive_int("batch_size", batch_size))
 
 
 # ----------------------------------------------------------------------------- streams
@@ -442,16 +441,12 @@ class _RecurrentLayer:
 class _Stream:
     """Step-by-step inference for a unidirectional layer (see ``stream``).
 
-    Built for per-call overhead: every buffer is allocated here, and each call runs
-    the Cython kernels directly with T = 1 per layer (the functional API would
-    validate and allocate on every call). The kernels never check sizes against each
-    other, so the stream checks the parameters' shapes, dtype and layout whenever an
-    array in ``params`` is replaced, and the input's at every call.
-
-    Buffers: ``_states`` (S, L, 2, B, H), S = 1 (h) or 2 (h, c); slot 0 holds the state
-    entering the step, the kernels write slot 1, copied into slot 0 after the step.
-    A subclass gives ``_layer_args`` (one layer's weights and buffers) and ``_step``
-    (the kernel call on them).
+    The steps run in ``rnnfast._stream.StepRunner``, built for the cost of one call
+    from Python: it holds the state ``_states`` (S, L, B, H), S = 1 (h) or 2 (h, c),
+    runs every layer's step straight on the arrays in ``params`` and returns a new
+    (B, H) array. It checks the input with a few C comparisons and hands anything
+    else to ``_checked_input``; whenever ``params`` holds an array it has not seen,
+    it asks ``_check_params`` to validate the arrays before it uses them.
     """
 
     def __init__(self, layer, batch_size):
@@ -459,77 +454,44 @@ class _Stream:
         self._layer = layer
         self._dtype = layer.dtype
         self._input_shape = (B, layer.input_size)
-        self._states = np.zeros((len(layer._state_names), L, 2, B, H), layer.dtype)
-        self._entering = self._states[:, :, 0]
-        self._leaving = self._states[:, :, 1]
-        # Layer k's new h (1, B, H): its output, and the next layer's input.
-        self._outputs = [self._states[0, k, 1:2] for k in range(L)]
-        self._gates = np.empty((1, B, layer._gates * H), layer.dtype)  # workspace
-        self._zero_bias = np.zeros(layer._gates * H, layer.dtype)
-        self._param_names = [name for names in layer._unit_names for name in names]
-        self._parts = batch_parts(B, B * layer._gates * H * (layer.input_size + H))
-        self._checked_ids = None  # ids of the params arrays that _layers_args was built on
-        self._checked = None      # those arrays, kept alive so that their ids stay unique
-        self._layers_args = None  # per layer: the arguments of _step
+        self._states = np.zeros((len(layer._state_names), L, B, H), layer.dtype)
+        names = []
+        for unit_names in layer._unit_names:
+            names += list(unit_names) + [None] * (4 - len(unit_names))   # no biases
+        self._runner = _stream.StepRunner(layer._stream_kind(), layer.params, names,
+                                          self._check_params, self._checked_input,
+                                          self._states, layer.input_size, H)
 
     def __call__(self, x_t):
         """One step: x_t (B, D) -> the last layer's output (B, H), a new array."""
-        if not (type(x_t) is np.ndarray and x_t.dtype == self._dtype
-                and x_t.shape == self._input_shape and x_t.flags.c_contiguous):
-            x_t = self._checked_input(x_t)
-        layers_args = self._current_layers_args()
-        if self._parts == 1:
-            self._run(x_t[None], layers_args)
-        else:
-            with single_threaded_blas(self._parts):
-                self._run(x_t[None], layers_args)
-        np.copyto(self._entering, self._leaving)
-        return self._outputs[-1][0].copy()
-
-    def _run(self, x, layers_args):
-        """All layers, one step: x (1, B, D)."""
-        for layer_args, output in zip(layers_args, self._outputs):
-            self._step(x, *layer_args)
-            x = output
+        return self._runner(x_t)
 
     def _checked_input(self, x_t):
         if x_t is None:
             raise TypeError("x_t must be an array of floats of shape (B, D), got None")
-        return _float_array("x_t", x_t, self._dtype, "(B, D)", self._input_shape)
+        x_t = _float_array("x_t", x_t, self._dtype, "(B, D)", self._input_shape)
+        return x_t if x_t.flags.aligned else x_t.copy()
 
-    def _current_layers_args(self):
-        """Per layer, the arguments of ``_step`` on the arrays now in ``params``."""
-        params = self._layer.params
-        arrays = tuple(map(params.__getitem__, self._param_names))
-        ids = tuple(map(id, arrays))
-        if ids != self._checked_ids:
-            self._layers_args = self._build_layers_args(arrays)
-            self._checked_ids, self._checked = ids, arrays
-        return self._layers_args
-
-    def _build_layers_args(self, arrays):
-        layers = self._layer.num_layers
-        per_layer = len(arrays) // layers
-        layers_args = []
-        for k in range(layers):
-            weights = arrays[k * per_layer:(k + 1) * per_layer]
-            for name, array, shape in zip(self._layer._unit_names[k], weights,
-                                          self._layer._param_shapes(k)):
+    def _check_params(self, arrays):
+        """ValueError unless ``arrays`` (4 per layer, None for a missing bias) are the
+        C-contiguous arrays of the layer's dtype and shapes."""
+        layer = self._layer
+        for k in range(layer.num_layers):
+            for name, array, shape in zip(layer._unit_names[k], arrays[4 * k:4 * k + 4],
+                                          layer._param_shapes(k)):
                 if not (isinstance(array, np.ndarray) and array.dtype == self._dtype
-                        and array.shape == shape and array.flags.c_contiguous):
+                        and array.shape == shape and array.flags.c_contiguous
+                        and array.flags.aligned):
                     raise ValueError(
-                        f"stream: params[{name!r}] must be a C-contiguous {self._dtype.name} "
+                        f"stream: params[{name!r}] must be an aligned, C-contiguous "
+                        f"{self._dtype.name} "
                         f"ndarray of shape {shape}, got {type(array).__name__} "
                         f"{getattr(array, 'dtype', '')} {getattr(array, 'shape', '')}")
-            if per_layer == 2:  # no biases
-                weights += (self._zero_bias, self._zero_bias)
-            layers_args.append(self._layer_args(k, *weights))
-        return layers_args
 
     @property
     def state(self):
         """The current state, a copy: h (L, B, H), or (h, c) for the LSTM."""
-        return self._layer._public_state([states.copy() for states in self._entering])
+        return self._layer._public_state([states.copy() for states in self._states])
 
     def reset(self, state=None):
         """Start over from zeros, or from ``state``: h (L, B, H), or (h, c) for the LSTM
@@ -545,51 +507,8 @@ class _Stream:
         shape = (self._layer.num_layers, self._input_shape[0], self._layer.hidden_size)
         arrays = [_float_array(name, part, self._dtype, "(num_layers, B, H)", shape)
                   for name, part in zip(names, state)]
-        for entering, array in zip(self._entering, arrays):
-            entering[...] = 0 if array is None else array
-
-
-class _RNNStream(_Stream):
-    def __init__(self, layer, batch_size):
-        super().__init__(layer, batch_size)
-        self._relu = layer.nonlinearity == "relu"
-        self._bias = np.empty((layer.num_layers, layer.hidden_size), layer.dtype)
-
-    def _layer_args(self, k, w_ih, w_hh, b_ih, b_hh):
-        return w_ih, w_hh, b_ih, b_hh, self._bias[k], self._states[0, k]
-
-    def _step(self, x, w_ih, w_hh, b_ih, b_hh, bias, hs):
-        np.add(b_ih, b_hh, out=bias)
-        _kernels.rnn_forward(x, w_ih, w_hh, bias, None, False, self._relu, hs, self._gates,
-                             self._parts)
-
-
-class _LSTMStream(_Stream):
-    def __init__(self, layer, batch_size):
-        super().__init__(layer, batch_size)
-        self._bias = np.empty((layer.num_layers, 4 * layer.hidden_size), layer.dtype)
-
-    def _layer_args(self, k, w_ih, w_hh, b_ih, b_hh):
-        return w_ih, w_hh, b_ih, b_hh, self._bias[k], self._states[0, k], self._states[1, k]
-
-    def _step(self, x, w_ih, w_hh, b_ih, b_hh, bias, hs, cs):
-        np.add(b_ih, b_hh, out=bias)
-        # inference (training=False): c goes from cs[0] to cs[1], as h from hs[0] to hs[1]
-        _kernels.lstm_forward(x, w_ih, w_hh, bias, None, False, False, hs, cs, self._gates,
-                              self._parts)
-
-
-class _GRUStream(_Stream):
-    def __init__(self, layer, batch_size):
-        super().__init__(layer, batch_size)
-        self._hh = np.empty((batch_size, 3 * layer.hidden_size), layer.dtype)  # workspace
-
-    def _layer_args(self, k, w_ih, w_hh, b_ih, b_hh):
-        return w_ih, w_hh, b_ih, b_hh, self._states[0, k]
-
-    def _step(self, x, w_ih, w_hh, b_ih, b_hh, hs):
-        _kernels.gru_forward(x, w_ih, w_hh, b_ih, b_hh, None, False, hs, self._gates, self._hh,
-                             None, self._parts)
+        for states, array in zip(self._states, arrays):
+            states[...] = 0 if array is None else array
 
 
 # ----------------------------------------------------------------------------- cells
@@ -618,7 +537,6 @@ class RNN(_RecurrentLayer):
     _forward = staticmethod(functional.rnn_forward)
     _backward = staticmethod(functional.rnn_backward)
     _gates = 1
-    _stream_type = _RNNStream
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
@@ -631,6 +549,10 @@ class RNN(_RecurrentLayer):
 
     def _cell_options(self):
         return {"nonlinearity": self.nonlinearity}
+
+    def _stream_kind(self):
+        return (_stream.CellKind.RNN_RELU if self.nonlinearity == "relu"
+                else _stream.CellKind.RNN_TANH)
 
     def config(self):
         return {**super().config(), "nonlinearity": self.nonlinearity}
@@ -647,7 +569,9 @@ class LSTM(_RecurrentLayer):
     _backward = staticmethod(functional.lstm_backward)
     _gates = 4
     _state_names = ("h", "c")
-    _stream_type = _LSTMStream
+
+    def _stream_kind(self):
+        return _stream.CellKind.LSTM
 
 
 class GRU(_RecurrentLayer):
@@ -660,4 +584,6 @@ class GRU(_RecurrentLayer):
     _forward = staticmethod(functional.gru_forward)
     _backward = staticmethod(functional.gru_backward)
     _gates = 3
-    _stream_type = _GRUStream
+
+    def _stream_kind(self):
+        return _stream.CellKind.GRU

@@ -521,6 +521,35 @@ def test_stream_equals_full_sequence_forward(variant, dtype, batch, rng):
                  name="y after reset")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_stream_without_biases_and_with_a_large_batch(variant, dtype, rng):
+    """Layers without biases, and a batch big enough for the stream to release the GIL
+    during its steps: still the whole sequence in eval mode, step by step."""
+    cls, _, extra = VARIANTS[variant]
+    for batch, hidden, bias in ((2, 6, False), (48, 40, True)):
+        layer = cls(4, hidden, num_layers=2, bias=bias, dtype=dtype, seed=3, **extra).eval()
+        x = rng.standard_normal((5, batch, 4)).astype(dtype)
+        y, _ = layer(x)
+        stream = layer.stream(batch)
+        assert_close(np.stack([stream(x[t]) for t in range(5)]), y, dtype,
+                     name=f"y (B={batch}, bias={bias})")
+
+
+def test_stream_takes_misaligned_and_strided_inputs(rng):
+    layer = LSTM(3, 4, seed=1).eval()
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    expected = layer.stream(2)(x)
+    buffer = np.zeros(2 * 3 * 4 + 1, np.uint8)
+    misaligned = buffer[1:].view(np.float32).reshape(2, 3)
+    misaligned[...] = x
+    assert not misaligned.flags.aligned
+    np.testing.assert_array_equal(layer.stream(2)(misaligned), expected)
+    strided = np.zeros((2, 6), np.float32)
+    strided[:, ::2] = x
+    np.testing.assert_array_equal(layer.stream(2)(strided[:, ::2]), expected)
+
+
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
 def test_stream_inputs_and_parameter_updates(cls, rng):
     layer = cls(3, 4, num_layers=2, bias=False, seed=0).eval()
@@ -547,7 +576,7 @@ def test_stream_inputs_and_parameter_updates(cls, rng):
     stream.reset()
     assert_close(stream(x), other(x[None])[0][0], np.float32, name="after replacing")
     layer.params["weight_hh_l1"] = np.zeros((1, 4), np.float32)
-    with pytest.raises(ValueError, match=r"params\['weight_hh_l1'\] must be a C-contiguous"):
+    with pytest.raises(ValueError, match=r"params\['weight_hh_l1'\] must be an aligned, C-contiguous"):
         stream(x)
 
 

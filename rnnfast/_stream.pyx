@@ -1,0 +1,267 @@
+"""Streaming inference: one time step of a stack of unidirectional RNN / LSTM / GRU
+layers per call, the state kept between calls (the engine of ``layer.stream()``).
+
+Shape legend: L = layers, B = batch, D = input features, H = hidden units,
+G = stacked gates (RNN 1, LSTM 4, GRU 3), S = state arrays (1, or 2 for the LSTM).
+
+Built for the cost of one call from Python, where a step of a small layer is a few
+hundred nanoseconds of arithmetic: the runner holds every buffer, and a call checks
+the input with a handful of C comparisons, checks that ``params`` still holds the
+arrays it bound (identity only: in-place updates need no check and take effect at
+once), runs each layer's step straight on the parameter arrays and returns a new
+(B, H) array. Per layer, with the input v of the step (x, or the layer below's h):
+
+    gates = b_hh + v W_ih^T + h W_hh^T     (B, G*H)   RNN, LSTM: two GEMMs, beta = 1
+    gates = v W_ih^T;  hh = h W_hh^T       (B, G*H)   GRU: r * (h W_hn^T + b_hn) needs hh
+    then the fused gate pass of csrc/ (with b_ih) writes the new h (and c).
+
+The GIL is released only when a step has enough arithmetic to pay for it. A runner
+is not meant to be shared between threads: each stream owns its state.
+"""
+
+cimport numpy as cnp
+import numpy as np
+from cython cimport floating
+from libc.string cimport memcpy, memset
+
+from ._blas cimport gemm, NoTrans, Trans
+from ._gates cimport *
+
+cnp.import_array()
+
+# A step with fewer multiply-adds than this runs holding the GIL: releasing and
+# taking it back costs about as much as the step.
+cdef enum:
+    NOGIL_MIN_MULTIPLY_ADDS = 65536
+
+cpdef enum CellKind:
+    RNN_TANH = 0
+    RNN_RELU = 1
+    LSTM = 2
+    GRU = 3
+
+GATES = {RNN_TANH: 1, RNN_RELU: 1, LSTM: 4, GRU: 3}
+
+
+cdef class StepRunner:
+    """One step of an L-layer unidirectional cell per call.
+
+    Parameters
+    ----------
+    kind : CellKind
+    params : dict, the layer's ``params`` (read at every call)
+    names : sequence of L*4 parameter names, per layer ``w_ih, w_hh, b_ih, b_hh``;
+        None for a missing bias (a layer built with ``bias=False``)
+    bind : callable, ``bind(arrays)`` with the arrays now in ``params`` under
+        ``names`` (None where the name is None) checks their dtype, shape and layout
+        and raises if they do not fit; the runner calls it whenever ``params``
+        holds an array it has not bound yet
+    convert : callable, ``convert(x_t)`` returns x_t as a C-contiguous (B, D) array
+        of the layer's dtype or raises; called for any other input
+    states : ndarray (S, L, B, H), the state entering the next step, updated in place
+    input_size, hidden_size : int, D and H
+    """
+
+    cdef readonly int kind
+    cdef readonly Py_ssize_t layers, batch, input_size, hidden_size, gates_per_unit
+    cdef int typenum
+    cdef object params, bind_callback, convert_callback
+    cdef tuple names
+    cdef list bound                     # the arrays bound, in the order of names
+    cdef cnp.ndarray states             # (S, L, B, H) the state entering the step
+    cdef cnp.ndarray next_states        # (S, L, B, H) the state the step writes
+    cdef cnp.ndarray gates              # (B, G*H) workspace
+    cdef cnp.ndarray hh                 # (B, G*H) workspace of the GRU
+    cdef cnp.ndarray zero_bias          # (G*H,) for layers without biases
+    cdef cnp.ndarray pointers           # (L, 4) uintptr: w_ih, w_hh, b_ih, b_hh
+    cdef bint release_gil
+
+    def __init__(self, int kind, dict params, names, bind, convert, cnp.ndarray states,
+                 Py_ssize_t input_size, Py_ssize_t hidden_size):
+        if kind not in GATES:
+            raise ValueError(f"unknown cell kind {kind}")
+        self.kind = kind
+        self.gates_per_unit = GATES[kind]
+        self.layers = states.shape[1]
+        self.batch = states.shape[2]
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        if (states.ndim != 4 or states.shape[0] != (2 if kind == LSTM else 1)
+                or states.shape[3] != hidden_size or not states.flags.c_contiguous
+                or states.dtype.num not in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE)):
+            raise ValueError(f"states must be a C-contiguous float array of shape "
+                             f"(S, L, B, H), got {states.dtype} {np.shape(states)}")
+        if len(names) != 4 * self.layers:
+            raise ValueError(f"names must hold 4 names per layer, got {len(names)}")
+        self.typenum = states.dtype.num
+        self.params = params
+        self.names = tuple(names)
+        self.bind_callback = bind
+        self.convert_callback = convert
+        self.bound = [None] * len(self.names)
+        self.states = states
+        self.next_states = states.copy()
+        GH = self.gates_per_unit * hidden_size
+        self.gates = np.zeros((self.batch, GH), states.dtype)
+        self.hh = np.zeros((self.batch, GH), states.dtype)
+        self.zero_bias = np.zeros(GH, states.dtype)
+        self.pointers = np.zeros((self.layers, 4), np.uintp)
+        self.release_gil = (self.batch * GH * (input_size + self.layers * hidden_size)
+                            >= NOGIL_MIN_MULTIPLY_ADDS)
+
+    def __call__(self, x_t):
+        """One step: x_t (B, D) -> the last layer's new h (B, H), a new array."""
+        cdef cnp.ndarray x
+        cdef cnp.ndarray out
+        cdef cnp.npy_intp out_shape[2]
+        if not self._fits(x_t):
+            x_t = self.convert_callback(x_t)
+            if not self._fits(x_t):
+                raise ValueError("the converted input does not fit the stream")
+        x = <cnp.ndarray>x_t
+        self._check_params()
+        out_shape[0] = self.batch
+        out_shape[1] = self.hidden_size
+        out = cnp.PyArray_EMPTY(2, out_shape, self.typenum, 0)
+        if self.typenum == cnp.NPY_FLOAT:
+            run_step(self, <float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(out))
+        else:
+            run_step(self, <double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(out))
+        return out
+
+    cdef bint _fits(self, object x_t):
+        """x_t is an aligned C-contiguous (B, D) array of the runner's dtype."""
+        cdef cnp.ndarray x
+        if type(x_t) is not cnp.ndarray:
+            return False
+        x = <cnp.ndarray>x_t
+        return (cnp.PyArray_TYPE(x) == self.typenum and cnp.PyArray_NDIM(x) == 2
+                and cnp.PyArray_DIM(x, 0) == self.batch
+                and cnp.PyArray_DIM(x, 1) == self.input_size
+                and cnp.PyArray_IS_C_CONTIGUOUS(x) and cnp.PyArray_ISALIGNED(x))
+
+    cdef _check_params(self):
+        """Rebind when ``params`` holds an array this runner has not bound."""
+        cdef Py_ssize_t i
+        cdef object name
+        cdef dict params = self.params
+        for i in range(len(self.names)):
+            name = self.names[i]
+            if name is not None and params.get(name) is not self.bound[i]:
+                self._bind()
+                return
+
+    cdef _bind(self):
+        arrays = [None if name is None else self.params.get(name) for name in self.names]
+        self.bind_callback(arrays)
+        cdef Py_ssize_t k, j
+        cdef cnp.ndarray array
+        for k in range(self.layers):
+            for j in range(4):
+                array = arrays[4 * k + j] if arrays[4 * k + j] is not None else self.zero_bias
+                if not (cnp.PyArray_TYPE(array) == self.typenum
+                        and cnp.PyArray_IS_C_CONTIGUOUS(array)):
+                    raise ValueError("bind() accepted an array the stream cannot use")
+                self.pointers[k, j] = <size_t>cnp.PyArray_DATA(array)
+        self.bound = arrays
+
+
+cdef void run_step(StepRunner runner, const floating *x, floating *out):
+    """All layers, one step, then the new state becomes the entering state."""
+    cdef Py_ssize_t L = runner.layers, B = runner.batch, D = runner.input_size
+    cdef Py_ssize_t H = runner.hidden_size, S = 2 if runner.kind == LSTM else 1
+    cdef floating *states = <floating *>cnp.PyArray_DATA(runner.states)
+    cdef floating *next_states = <floating *>cnp.PyArray_DATA(runner.next_states)
+    cdef floating *gates = <floating *>cnp.PyArray_DATA(runner.gates)
+    cdef floating *hh = <floating *>cnp.PyArray_DATA(runner.hh)
+    cdef size_t *pointers = <size_t *>cnp.PyArray_DATA(runner.pointers)
+    cdef int kind = runner.kind
+    if runner.release_gil:
+        with nogil:
+            run_layers(kind, L, B, D, H, x, states, next_states, gates, hh, pointers)
+    else:
+        run_layers(kind, L, B, D, H, x, states, next_states, gates, hh, pointers)
+    memcpy(states, next_states, S * L * B * H * sizeof(floating))
+    memcpy(out, next_states + (L - 1) * B * H, B * H * sizeof(floating))
+
+
+cdef void run_layers(int kind, Py_ssize_t L, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
+                     const floating *x, floating *states, floating *next_states,
+                     floating *gates, floating *hh, const size_t *pointers) noexcept nogil:
+    """Layer k reads v = x (k = 0) or the new h of layer k-1, (B, D or H), and the
+    states[:, k] entering the step; it writes next_states[:, k]."""
+    cdef Py_ssize_t k, b, Din, G = GATES_OF(kind), GH
+    cdef const floating *v = x
+    cdef const floating *w_ih
+    cdef const floating *w_hh
+    cdef const floating *b_ih
+    cdef const floating *b_hh
+    cdef floating *h_prev
+    cdef floating *h_out
+    cdef unsigned int fpmode = rnnfast_fpmode_enter()
+    GH = G * H
+    for k in range(L):
+        Din = D if k == 0 else H
+        w_ih = <const floating *>pointers[4 * k]
+        w_hh = <const floating *>pointers[4 * k + 1]
+        b_ih = <const floating *>pointers[4 * k + 2]
+        b_hh = <const floating *>pointers[4 * k + 3]
+        h_prev = states + k * B * H
+        h_out = next_states + k * B * H
+        if kind == GRU:
+            # gates = v @ W_ih.T ;  hh = h_{t-1} @ W_hh.T       (B, 3H)
+            memset(gates, 0, B * GH * sizeof(floating))
+            memset(hh, 0, B * GH * sizeof(floating))
+            add_product(B, GH, Din, v, w_ih, gates)
+            add_product(B, GH, H, h_prev, w_hh, hh)
+            step_gru(B, H, gates, hh, b_ih, b_hh, h_prev, h_out)
+        else:
+            # gates = b_hh + v @ W_ih.T + h_{t-1} @ W_hh.T      (B, G*H)
+            for b in range(B):
+                memcpy(gates + b * GH, b_hh, GH * sizeof(floating))
+            add_product(B, GH, Din, v, w_ih, gates)
+            add_product(B, GH, H, h_prev, w_hh, gates)
+            if kind == LSTM:
+                step_lstm(B, H, gates, b_ih, h_prev, h_out, h_prev + L * B * H,
+                          h_out + L * B * H)
+            else:
+                step_rnn(B, H, kind == RNN_RELU, gates, b_ih, h_prev, h_out)
+        v = h_out
+    rnnfast_fpmode_exit(fpmode)
+
+
+cdef inline void add_product(Py_ssize_t B, Py_ssize_t N, Py_ssize_t K, const floating *v,
+                             const floating *w, floating *out) noexcept nogil:
+    # out (B, N) += v (B, K) @ w.T,  w (N, K)
+    gemm(NoTrans, Trans, B, N, K, 1, v, K, w, K, 1, out, N)
+
+
+cdef inline Py_ssize_t GATES_OF(int kind) noexcept nogil:
+    return 4 if kind == LSTM else (3 if kind == GRU else 1)
+
+
+cdef inline void step_rnn(Py_ssize_t B, Py_ssize_t H, int relu, const floating *pre,
+                          const floating *bias, const floating *h_prev,
+                          floating *h_out) noexcept nogil:
+    if floating is float:
+        rnn_step_forward_f32(B, H, relu, pre, bias, h_prev, h_out, NULL, 0)
+    else:
+        rnn_step_forward_f64(B, H, relu, pre, bias, h_prev, h_out, NULL, 0)
+
+
+cdef inline void step_lstm(Py_ssize_t B, Py_ssize_t H, floating *gates, const floating *bias,
+                           const floating *h_prev, floating *h_out, const floating *c_prev,
+                           floating *c_out) noexcept nogil:
+    if floating is float:
+        lstm_step_forward_f32(B, H, gates, bias, h_prev, h_out, c_prev, c_out, NULL, 0)
+    else:
+        lstm_step_forward_f64(B, H, gates, bias, h_prev, h_out, c_prev, c_out, NULL, 0)
+
+
+cdef inline void step_gru(Py_ssize_t B, Py_ssize_t H, floating *gates, const floating *hh,
+                          const floating *b_ih, const floating *b_hh, const floating *h_prev,
+                          floating *h_out) noexcept nogil:
+    if floating is float:
+        gru_step_forward_f32(B, H, gates, hh, b_ih, b_hh, NULL, h_prev, h_out, NULL, 0)
+    else:
+        gru_step_forward_f64(B, H, gates, hh, b_ih, b_hh, NULL, h_prev, h_out, NULL, 0)
