@@ -5,6 +5,11 @@ through time, NumPy in and NumPy out, with PyTorch's parameter layout.
 ``rnnfast.reference`` holds the same functions in plain NumPy.
 """
 
+from ._openmp import passive_wait_while_loading
+
+with passive_wait_while_loading():
+    from . import _kernels  # noqa: F401  (loads the OpenMP runtime: see _openmp)
+
 from . import reference
 from ._types import Cache, GRUGrads, LSTMGrads, RNNGrads
 from .functional import (gru_backward, gru_forward, lstm_backward, lstm_forward,

@@ -74,3 +74,23 @@ def test_blas_thread_counts_restored():
             assert all(threads == 1 for _, threads in blas_threads())
         assert all(threads == 1 for _, threads in blas_threads())
     assert blas_threads() == before
+
+
+def test_openmp_wait_policy_is_passive_only_while_the_runtime_loads(monkeypatch):
+    """The runtime loads with OMP_WAIT_POLICY=PASSIVE unless the user set a policy;
+    the environment is left as it was either way."""
+    import os
+
+    from rnnfast._openmp import passive_wait_while_loading
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    with passive_wait_while_loading():
+        assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert "OMP_WAIT_POLICY" not in os.environ
+    for name, value in (("OMP_WAIT_POLICY", "ACTIVE"), ("GOMP_SPINCOUNT", "1000")):
+        monkeypatch.setenv(name, value)
+        with passive_wait_while_loading():
+            assert os.environ.get("OMP_WAIT_POLICY") == (value if name == "OMP_WAIT_POLICY"
+                                                         else None)
+        monkeypatch.delenv(name)
