@@ -179,6 +179,10 @@ RNNFAST_CLONES static void FN(gru_step_forward)(ptrdiff_t B, ptrdiff_t H, REAL *
             memcpy(h, hp, (size_t)H * sizeof(REAL));
             continue;
         }
+        /* no branch inside the loop below, so that it vectorises */
+        if (gh_n_out)
+            for (ptrdiff_t j = 0; j < H; j++)
+                gh_n_out[b * H + j] = hh_b[2 * H + j] + b_hh[2 * H + j];
         for (ptrdiff_t j = 0; j < H; j++) {
             REAL r = RNNFAST_SIGMOID(a[j] + b_ih[j] + hh_b[j] + b_hh[j]);
             REAL z = RNNFAST_SIGMOID(a[H + j] + b_ih[H + j] + hh_b[H + j] + b_hh[H + j]);
@@ -187,8 +191,6 @@ RNNFAST_CLONES static void FN(gru_step_forward)(ptrdiff_t B, ptrdiff_t H, REAL *
             a[j] = r;
             a[H + j] = z;
             a[2 * H + j] = n;
-            if (gh_n_out)
-                gh_n_out[b * H + j] = gh_n;
             h[j] = ((REAL)1 - z) * n + z * hp[j];
         }
     }
