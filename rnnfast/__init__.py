@@ -20,10 +20,12 @@ from .linear import Linear
 from .losses import cross_entropy, mse_loss
 from .optim import SGD, Adam, AdamW, clip_grad_norm
 
+from . import models  # noqa: E402  (ready models, built on everything above)
+
 __version__ = "0.1.0"
 
 __all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
            "gru_forward", "gru_backward", "RNNGrads", "LSTMGrads", "GRUGrads", "Cache",
            "RNN", "LSTM", "GRU", "Linear", "mse_loss", "cross_entropy",
            "SGD", "Adam", "AdamW", "clip_grad_norm", "save", "load", "CheckpointError",
-           "reference"]
+           "reference", "models"]

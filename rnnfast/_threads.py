@@ -70,6 +70,15 @@ class single_threaded_blas:
         return False
 
 
+def blas_on_one_thread():
+    """Context manager: every BLAS library at one thread for a whole block of work,
+    such as a training loop, whatever the thread counts of its kernel calls. Between
+    kernel calls a model runs small products (its output layer, losses, clipping)
+    that gain nothing from BLAS threads, while their spin-waiting takes the cores
+    the kernels' own threads need."""
+    return single_threaded_blas(parts=2)   # any parts > 1 holds BLAS at one thread
+
+
 def _blas():
     """The BLAS libraries loaded in this process (scipy's among them), found once."""
     global _blas_libraries

@@ -68,8 +68,8 @@ import zipfile
 import numpy as np
 from numpy.lib import format as npy_format
 
-__all__ = ["save", "load", "CheckpointError", "register_module", "MODULE_CLASSES",
-           "FORMAT", "VERSION", "HEADER_KEY"]
+__all__ = ["save", "load", "CheckpointError", "register_module", "write_atomically",
+           "MODULE_CLASSES", "FORMAT", "VERSION", "HEADER_KEY"]
 
 FORMAT = "rnnfast-checkpoint"
 VERSION = 1
@@ -277,7 +277,17 @@ def save(path, obj):
     if arrays["declared"]:
         header["arrays"] = arrays["declared"]
     header_bytes = json.dumps(header, allow_nan=False).encode("utf-8")
+    write_atomically(path, lambda file: _write_npz(file, header_bytes, arrays["data"]))
 
+
+def write_atomically(path, write):
+    """Create or replace the file ``path`` with what ``write(file)`` writes to a binary
+    file object, atomically: into a temporary file in the same directory
+    (``.<name>.<random>.tmp``), flushed and ``fsync``-ed, then renamed onto ``path``
+    and the directory ``fsync``-ed. A crash or an exception at any moment leaves the
+    previous file (or none) at ``path``, never a partial one, and no temporary file.
+    A replaced file keeps its permissions; a new one gets the umask's."""
+    path = os.fsdecode(os.fspath(path))
     directory = os.path.dirname(os.path.abspath(path))
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)   # keep the old file's permissions
@@ -289,7 +299,7 @@ def save(path, obj):
         with os.fdopen(fd, "wb") as file:
             if hasattr(os, "fchmod"):
                 os.fchmod(file.fileno(), mode)
-            _write_npz(file, header_bytes, arrays["data"])
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)

@@ -109,3 +109,29 @@ def split_small_batches(monkeypatch):
     """The tests' shapes are small: let calls with B >= 8 still take the multi-threaded
     path, which the library keeps for calls with enough work to gain from it."""
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
+
+
+def rnnfast_env(env=None):
+    """A copy of ``env`` (default ``os.environ``) whose PYTHONPATH makes a child
+    process import the same rnnfast as these tests (installed, or the source tree on
+    a relative PYTHONPATH), from any working directory."""
+    import os
+
+    import rnnfast
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(rnnfast.__file__)))
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [package_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def run_rnnfast(args, cwd, timeout=300, env=None, **options):
+    """``python -m rnnfast *args`` in a subprocess from ``cwd`` with
+    ``rnnfast_env(env)``: the CompletedProcess, with text stdout and stderr captured."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "rnnfast", *map(str, args)], cwd=cwd,
+                          env=rnnfast_env(env), capture_output=True, text=True,
+                          timeout=timeout, **options)
