@@ -46,7 +46,6 @@ Run it from the repository root with rnnfast built or installed::
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -55,11 +54,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import rnnfast
+from rnnfast import benchmark
 from rnnfast._threads import batch_parts
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_kernels  # noqa: E402  (its sibling, also when loaded by file path)
-from bench_kernels import load_average  # noqa: E402
+from rnnfast.benchmark import load_average
 
 __all__ = ["CELLS", "MODES", "CONTROLS", "make_workload", "make_control", "time_serial",
            "time_threaded", "measure", "run_benchmark", "format_table", "main"]
@@ -225,8 +222,8 @@ def measure(cell, mode, threads, calls, repeat, factory):
 # ----------------------------------------------------------------------------- driver
 
 def machine_info():
-    """bench_kernels' machine description, its load average taken as the one before."""
-    info = bench_kernels.machine_info(threads=None)
+    """rnnfast.benchmark's machine description, its load average taken as the one before."""
+    info = benchmark.machine_info(threads=None)
     info["load_average_before"] = info.pop("load_average")
     return info
 

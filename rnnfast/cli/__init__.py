@@ -12,19 +12,19 @@ import os
 import sys
 
 from .. import __version__
-from . import forecast, text
+from . import bench, forecast, text
 from ._errors import CLIError
 
 __all__ = ["main", "build_parser", "CLIError"]
 
-SUBCOMMAND_MODULES = (text, forecast)
+SUBCOMMAND_MODULES = (text, forecast, bench)
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="rnnfast",
         description="Fast recurrent networks on the CPU: train a character-level "
-                    "language model, forecast a time series.",
+                    "language model, forecast a time series, benchmark the kernels.",
         epilog="Run 'rnnfast COMMAND --help' for a command's options.")
     parser.add_argument("--version", action="version", version=f"rnnfast {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
