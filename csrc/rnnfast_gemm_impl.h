@@ -15,19 +15,55 @@ static inline size_t FN(packed_size)(ptrdiff_t K, ptrdiff_t N)
 }
 
 /* packed <- B (K, N), element (k, n) at b[k * stride_k + n * stride_n]: so B may be
- * a weight matrix (stride_k = N, stride_n = 1) or its transpose (1, K). */
+ * a weight matrix (stride_k = N, stride_n = 1) or its transpose (1, K). Each loop
+ * reads B along its contiguous direction; the last panel's columns beyond N are 0. */
 static void FN(pack_panels)(ptrdiff_t K, ptrdiff_t N, const REAL *RNNFAST_RESTRICT b,
                             ptrdiff_t stride_k, ptrdiff_t stride_n,
                             REAL *RNNFAST_RESTRICT packed)
 {
-    for (ptrdiff_t p = 0; p * NR < N; p++)
-        for (ptrdiff_t k = 0; k < K; k++) {
-            REAL *row = packed + ((size_t)p * K + k) * NR;
-            for (ptrdiff_t j = 0; j < NR; j++) {
-                ptrdiff_t n = p * NR + j;
-                row[j] = n < N ? b[k * stride_k + n * stride_n] : (REAL)0;
-            }
+    ptrdiff_t panels = (N + NR - 1) / NR;
+    if (N % NR)
+        memset(packed + (size_t)(panels - 1) * K * NR, 0, (size_t)K * NR * sizeof(REAL));
+    if (stride_n == 1) {
+        /* rows of B are contiguous: copy each row's NR-wide slice into its panel */
+        for (ptrdiff_t p = 0; p < panels; p++) {
+            ptrdiff_t width = N - p * NR < NR ? N - p * NR : NR;
+            for (ptrdiff_t k = 0; k < K; k++)
+                memcpy(packed + ((size_t)p * K + k) * NR, b + k * stride_k + p * NR,
+                       (size_t)width * sizeof(REAL));
         }
+    } else {
+        /* columns of B are contiguous: column n goes to lane n % NR of panel n / NR */
+        for (ptrdiff_t n = 0; n < N; n++) {
+            const REAL *column = b + n * stride_n;
+            REAL *lane = packed + (size_t)(n / NR) * K * NR + n % NR;
+            for (ptrdiff_t k = 0; k < K; k++)
+                lane[k * NR] = column[k * stride_k];
+        }
+    }
+}
+
+/* C[0:rows, 0:cols] += acc[0:rows] (each row two vectors, NR values). */
+static inline __attribute__((always_inline)) void
+FN(gemm_store)(int rows, VEC acc[][2], REAL *c, ptrdiff_t ldc, ptrdiff_t cols)
+{
+    for (int r = 0; r < rows; r++) {
+        REAL *c_r = c + r * ldc;
+        if (cols == NR) {
+            VEC c0, c1;
+            memcpy(&c0, c_r, sizeof(VEC));
+            memcpy(&c1, c_r + VLEN, sizeof(VEC));
+            c0 += acc[r][0];
+            c1 += acc[r][1];
+            memcpy(c_r, &c0, sizeof(VEC));
+            memcpy(c_r + VLEN, &c1, sizeof(VEC));
+        } else {
+            REAL sums[NR];
+            memcpy(sums, acc[r], sizeof(sums));
+            for (ptrdiff_t j = 0; j < cols; j++)
+                c_r[j] += sums[j];
+        }
+    }
 }
 
 /* C[0:rows, 0:cols] += A[0:rows, :] (rows, K) @ panel (K, NR), rows <= MR. */
@@ -50,23 +86,52 @@ FN(gemm_block)(int rows, ptrdiff_t K, const REAL *a, ptrdiff_t lda, const REAL *
             acc[r][1] += a_rk * w1;
         }
     }
-    for (int r = 0; r < rows; r++) {
-        REAL *c_r = c + r * ldc;
-        if (cols == NR) {
-            VEC c0, c1;
-            memcpy(&c0, c_r, sizeof(VEC));
-            memcpy(&c1, c_r + VLEN, sizeof(VEC));
-            c0 += acc[r][0];
-            c1 += acc[r][1];
-            memcpy(c_r, &c0, sizeof(VEC));
-            memcpy(c_r + VLEN, &c1, sizeof(VEC));
-        } else {
-            REAL sums[NR];
-            memcpy(sums, acc[r], sizeof(sums));
-            for (ptrdiff_t j = 0; j < cols; j++)
-                c_r[j] += sums[j];
+    FN(gemm_store)(rows, acc, c, ldc, cols);
+}
+
+/* gemm_block for one or two rows (a batch of one or two, as in streaming or small
+ * batches): with so few rows one accumulator chain per row would wait on the FMA
+ * latency at every k, so the sum over k runs in 4 / rows interleaved chains. */
+static inline __attribute__((always_inline)) void
+FN(gemm_block_few)(int rows, ptrdiff_t K, const REAL *a, ptrdiff_t lda, const REAL *panel,
+                   REAL *c, ptrdiff_t ldc, ptrdiff_t cols)
+{
+    enum { MAX_CHAINS = 4 };
+    const int chains = MAX_CHAINS / rows;
+    VEC acc[MAX_CHAINS][2][2];
+    for (int ch = 0; ch < chains; ch++)
+        for (int r = 0; r < rows; r++) {
+            acc[ch][r][0] = (VEC){0};
+            acc[ch][r][1] = (VEC){0};
+        }
+    ptrdiff_t k = 0;
+    for (; k + chains <= K; k += chains)
+        for (int ch = 0; ch < chains; ch++) {
+            VEC w0, w1;
+            memcpy(&w0, panel + (k + ch) * NR, sizeof(VEC));
+            memcpy(&w1, panel + (k + ch) * NR + VLEN, sizeof(VEC));
+            for (int r = 0; r < rows; r++) {
+                REAL a_rk = a[r * lda + k + ch];
+                acc[ch][r][0] += a_rk * w0;
+                acc[ch][r][1] += a_rk * w1;
+            }
+        }
+    for (; k < K; k++) {
+        VEC w0, w1;
+        memcpy(&w0, panel + k * NR, sizeof(VEC));
+        memcpy(&w1, panel + k * NR + VLEN, sizeof(VEC));
+        for (int r = 0; r < rows; r++) {
+            REAL a_rk = a[r * lda + k];
+            acc[0][r][0] += a_rk * w0;
+            acc[0][r][1] += a_rk * w1;
         }
     }
+    for (int ch = 1; ch < chains; ch++)
+        for (int r = 0; r < rows; r++) {
+            acc[0][r][0] += acc[ch][r][0];
+            acc[0][r][1] += acc[ch][r][1];
+        }
+    FN(gemm_store)(rows, acc[0], c, ldc, cols);
 }
 
 /* C (M, N) += A (M, K) @ B (K, N), B given as packed panels (see pack_panels).
@@ -87,8 +152,8 @@ RNNFAST_CLONES static void FN(gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K
         case 5: FN(gemm_block)(5, K, a_rest, lda, panel, c_rest, ldc, cols); break;
         case 4: FN(gemm_block)(4, K, a_rest, lda, panel, c_rest, ldc, cols); break;
         case 3: FN(gemm_block)(3, K, a_rest, lda, panel, c_rest, ldc, cols); break;
-        case 2: FN(gemm_block)(2, K, a_rest, lda, panel, c_rest, ldc, cols); break;
-        case 1: FN(gemm_block)(1, K, a_rest, lda, panel, c_rest, ldc, cols); break;
+        case 2: FN(gemm_block_few)(2, K, a_rest, lda, panel, c_rest, ldc, cols); break;
+        case 1: FN(gemm_block_few)(1, K, a_rest, lda, panel, c_rest, ldc, cols); break;
         default: break;
         }
     }

@@ -28,7 +28,9 @@ state forward and the state gradient backward; see csrc/rnnfast_gates_impl.h.
 
 Threads: batch rows are independent, so the batch is split into ``parts`` blocks of
 rows, each running the whole time loop on its own thread (OpenMP) with no
-synchronisation between steps. Inside the loop the recurrent product uses the
+synchronisation between steps. With one block no OpenMP region is entered at all:
+even a region of one thread costs GNU OpenMP several system calls, a large part of a
+small call's time. Inside the loop the recurrent product uses the
 packed kernel of csrc/rnnfast_gemm.h on W_hh packed once per call. The large GEMMs
 over all steps (the input projection and the weight gradients) go through BLAS,
 their rows split over the same threads, one single-threaded BLAS call each: the
@@ -43,6 +45,11 @@ from libc.string cimport memset
 
 from ._blas cimport BLAS_Trans, gemm, NoTrans, Trans
 from ._gates cimport *
+
+
+# Input widths D up to this take the packed kernel for the input projection.
+cdef enum:
+    PACKED_PROJECTION_MAX_D = 128
 
 
 # ---------------------------------------------------------------- C dispatch by dtype
@@ -201,6 +208,9 @@ cdef void gemm_split_rows(BLAS_Trans trans_a, BLAS_Trans trans_b, Py_ssize_t m, 
     """C = op(A) op(B) (m, n), its rows split into ``parts`` blocks computed in parallel,
     each by a single-threaded BLAS call (the caller limits BLAS to one thread)."""
     cdef Py_ssize_t part, m0, m1
+    if parts == 1:
+        gemm(trans_a, trans_b, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)
+        return
     for part in prange(parts, num_threads=parts, schedule="static"):
         m0 = part_start(part, parts, m)
         m1 = part_start(part + 1, parts, m)
@@ -212,18 +222,43 @@ cdef void column_sums_split(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld, con
                             floating *out, int parts) noexcept nogil:
     """out[j] = sum_r a[r * ld + j], the columns split into ``parts`` blocks."""
     cdef Py_ssize_t part, j0, j1
+    if parts == 1:
+        column_sums(rows, cols, ld, a, out)
+        return
     for part in prange(parts, num_threads=parts, schedule="static"):
         j0 = part_start(part, parts, cols)
         j1 = part_start(part + 1, parts, cols)
         column_sums(rows, j1 - j0, ld, a + j0, out + j0)
 
 
-cdef void project_inputs(const floating *x, const floating *w_ih, Py_ssize_t first,
-                         Py_ssize_t steps, Py_ssize_t B, Py_ssize_t D, Py_ssize_t GH,
-                         floating *gates, int parts) noexcept nogil:
+cdef floating *pack_input_weights(const floating[:, ::1] w_ih) except? NULL:
+    """W_ih^T packed for the input projection, or NULL where BLAS does it better:
+    for D up to PACKED_PROJECTION_MAX_D a panel of W_ih^T (D x NR) stays in L1
+    and the packed kernel beats a BLAS call on these skinny products."""
+    if w_ih.shape[1] > PACKED_PROJECTION_MAX_D:
+        return NULL
+    return pack_weights(w_ih, True)
+
+
+cdef void project_inputs(const floating *x, const floating *w_ih,
+                         const floating *packed_w_ih_t, Py_ssize_t first, Py_ssize_t steps,
+                         Py_ssize_t B, Py_ssize_t D, Py_ssize_t GH, floating *gates,
+                         int parts) noexcept nogil:
     # gates[0:steps] = x[first:first+steps] @ W_ih.T       (steps*B, GH)
-    gemm_split_rows(NoTrans, Trans, steps * B, GH, D, x + first * B * D, D, w_ih, D, gates, GH,
-                    parts)
+    cdef Py_ssize_t part, m0, m1, rows = steps * B
+    cdef const floating *x_first = x + first * B * D
+    if packed_w_ih_t == NULL:
+        gemm_split_rows(NoTrans, Trans, rows, GH, D, x_first, D, w_ih, D, gates, GH, parts)
+        return
+    if parts == 1:
+        memset(gates, 0, rows * GH * sizeof(floating))
+        gemm_packed(rows, GH, D, x_first, D, packed_w_ih_t, gates, GH)
+        return
+    for part in prange(parts, num_threads=parts, schedule="static"):
+        m0 = part_start(part, parts, rows)
+        m1 = part_start(part + 1, parts, rows)
+        memset(gates + m0 * GH, 0, (m1 - m0) * GH * sizeof(floating))
+        gemm_packed(m1 - m0, GH, D, x_first + m0 * D, D, packed_w_ih_t, gates + m0 * GH, GH)
 
 
 cdef void add_recurrent_grad(Py_ssize_t nb, Py_ssize_t H, Py_ssize_t GH, const floating *dG_t,
@@ -301,21 +336,29 @@ def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef Py_ssize_t K = gates.shape[0], chunk, s0, steps, first, part, b0
     cdef floating *packed = pack_weights(w_hh, True)
+    cdef floating *packed_ih = NULL
     try:
+        packed_ih = pack_input_weights(w_ih)
         with nogil:
             for chunk in range((T + K - 1) // K):
                 s0 = chunk * K
                 steps = min(K, T - s0)
                 first = chunk_start(s0, steps, T, reverse)
-                project_inputs(&x[0, 0, 0], &w_ih[0, 0], first, steps, B, D, H, &gates[0, 0, 0],
-                               parts)
-                for part in prange(parts, num_threads=parts, schedule="static"):
-                    b0 = part_start(part, parts, B)
-                    rnn_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps, first,
+                project_inputs(&x[0, 0, 0], &w_ih[0, 0], packed_ih, first, steps, B, D, H,
+                               &gates[0, 0, 0], parts)
+                if parts == 1:   # one block: no OpenMP region (see the docstring)
+                    rnn_forward_rows(0, B, s0, steps, first,
                                      T, B, H, reverse, relu, &hs[0, 0, 0], &gates[0, 0, 0],
                                      packed, &bias[0], lengths_ptr(lengths))
+                else:
+                    for part in prange(parts, num_threads=parts, schedule="static"):
+                        b0 = part_start(part, parts, B)
+                        rnn_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps, first,
+                                         T, B, H, reverse, relu, &hs[0, 0, 0], &gates[0, 0, 0],
+                                         packed, &bias[0], lengths_ptr(lengths))
     finally:
         free(packed)
+        free(packed_ih)
 
 
 cdef void rnn_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize_t B,
@@ -360,12 +403,18 @@ def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
     cdef floating *packed = pack_weights(w_hh, False)
     try:
         with nogil:
-            for part in prange(parts, num_threads=parts, schedule="static"):
-                b0 = part_start(part, parts, B)
-                rnn_backward_rows(b0, part_start(part + 1, parts, B) - b0, T, B, H, reverse,
+            if parts == 1:   # one block: no OpenMP region (see the docstring)
+                rnn_backward_rows(0, B, T, B, H, reverse,
                                   relu, &hs[0, 0, 0], optional_ptr(dy), &dh[0, 0],
                                   &dh_scratch[0, 0], &dpre[0, 0, 0], packed,
                                   lengths_ptr(lengths))
+            else:
+                for part in prange(parts, num_threads=parts, schedule="static"):
+                    b0 = part_start(part, parts, B)
+                    rnn_backward_rows(b0, part_start(part + 1, parts, B) - b0, T, B, H, reverse,
+                                      relu, &hs[0, 0, 0], optional_ptr(dy), &dh[0, 0],
+                                      &dh_scratch[0, 0], &dpre[0, 0, 0], packed,
+                                      lengths_ptr(lengths))
             if lengths is not None:  # states carried past a length stay out of dW_hh
                 zero_inactive_rows(T, B, H, &hs[reverse, 0, 0], &lengths[0])
             all_weight_grads(&dpre[0, 0, 0], T * B, H, &x[0, 0, 0], D, &hs[reverse, 0, 0], H,
@@ -418,22 +467,31 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef Py_ssize_t K = gates.shape[0], chunk, s0, steps, first, part, b0
     cdef floating *packed = pack_weights(w_hh, True)
+    cdef floating *packed_ih = NULL
     try:
+        packed_ih = pack_input_weights(w_ih)
         with nogil:
             for chunk in range((T + K - 1) // K):
                 s0 = chunk * K
                 steps = min(K, T - s0)
                 first = chunk_start(s0, steps, T, reverse)
-                project_inputs(&x[0, 0, 0], &w_ih[0, 0], first, steps, B, D, 4 * H,
-                               &gates[0, 0, 0], parts)
-                for part in prange(parts, num_threads=parts, schedule="static"):
-                    b0 = part_start(part, parts, B)
-                    lstm_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps,
+                project_inputs(&x[0, 0, 0], &w_ih[0, 0], packed_ih, first, steps, B, D,
+                               4 * H, &gates[0, 0, 0], parts)
+                if parts == 1:   # one block: no OpenMP region (see the docstring)
+                    lstm_forward_rows(0, B, s0, steps,
                                       first, T, B, H, reverse, training, &hs[0, 0, 0],
                                       &cs[0, 0, 0], &gates[0, 0, 0], packed, &bias[0],
                                       lengths_ptr(lengths))
+                else:
+                    for part in prange(parts, num_threads=parts, schedule="static"):
+                        b0 = part_start(part, parts, B)
+                        lstm_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps,
+                                          first, T, B, H, reverse, training, &hs[0, 0, 0],
+                                          &cs[0, 0, 0], &gates[0, 0, 0], packed, &bias[0],
+                                          lengths_ptr(lengths))
     finally:
         free(packed)
+        free(packed_ih)
 
 
 cdef void lstm_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize_t B,
@@ -481,11 +539,16 @@ def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
     cdef floating *packed = pack_weights(w_hh, False)
     try:
         with nogil:
-            for part in prange(parts, num_threads=parts, schedule="static"):
-                b0 = part_start(part, parts, B)
-                lstm_backward_rows(b0, part_start(part + 1, parts, B) - b0, T, B, H, reverse,
+            if parts == 1:   # one block: no OpenMP region (see the docstring)
+                lstm_backward_rows(0, B, T, B, H, reverse,
                                    &cs[0, 0, 0], &gates[0, 0, 0], optional_ptr(dy), &dh[0, 0],
                                    &dc[0, 0], &dh_scratch[0, 0], packed, lengths_ptr(lengths))
+            else:
+                for part in prange(parts, num_threads=parts, schedule="static"):
+                    b0 = part_start(part, parts, B)
+                    lstm_backward_rows(b0, part_start(part + 1, parts, B) - b0, T, B, H, reverse,
+                                       &cs[0, 0, 0], &gates[0, 0, 0], optional_ptr(dy), &dh[0, 0],
+                                       &dc[0, 0], &dh_scratch[0, 0], packed, lengths_ptr(lengths))
             if lengths is not None:  # states carried past a length stay out of dW_hh
                 zero_inactive_rows(T, B, H, &hs[reverse, 0, 0], &lengths[0])
             all_weight_grads(&gates[0, 0, 0], T * B, 4 * H, &x[0, 0, 0], D, &hs[reverse, 0, 0],
@@ -537,22 +600,31 @@ def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef Py_ssize_t K = gates.shape[0], chunk, s0, steps, first, part, b0
     cdef floating *packed = pack_weights(w_hh, True)
+    cdef floating *packed_ih = NULL
     try:
+        packed_ih = pack_input_weights(w_ih)
         with nogil:
             for chunk in range((T + K - 1) // K):
                 s0 = chunk * K
                 steps = min(K, T - s0)
                 first = chunk_start(s0, steps, T, reverse)
-                project_inputs(&x[0, 0, 0], &w_ih[0, 0], first, steps, B, D, 3 * H,
-                               &gates[0, 0, 0], parts)
-                for part in prange(parts, num_threads=parts, schedule="static"):
-                    b0 = part_start(part, parts, B)
-                    gru_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps, first,
+                project_inputs(&x[0, 0, 0], &w_ih[0, 0], packed_ih, first, steps, B, D,
+                               3 * H, &gates[0, 0, 0], parts)
+                if parts == 1:   # one block: no OpenMP region (see the docstring)
+                    gru_forward_rows(0, B, s0, steps, first,
                                      T, B, H, reverse, &hs[0, 0, 0], &gates[0, 0, 0],
                                      &hh[0, 0], <floating *>optional_ptr(gh_n), packed,
                                      &b_ih[0], &b_hh[0], lengths_ptr(lengths))
+                else:
+                    for part in prange(parts, num_threads=parts, schedule="static"):
+                        b0 = part_start(part, parts, B)
+                        gru_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps, first,
+                                         T, B, H, reverse, &hs[0, 0, 0], &gates[0, 0, 0],
+                                         &hh[0, 0], <floating *>optional_ptr(gh_n), packed,
+                                         &b_ih[0], &b_hh[0], lengths_ptr(lengths))
     finally:
         free(packed)
+        free(packed_ih)
 
 
 cdef void gru_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize_t B,
@@ -605,12 +677,18 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
     cdef floating *packed = pack_weights(w_hh, False)
     try:
         with nogil:
-            for part in prange(parts, num_threads=parts, schedule="static"):
-                b0 = part_start(part, parts, B)
-                gru_backward_rows(b0, part_start(part + 1, parts, B) - b0, T, B, H, reverse,
+            if parts == 1:   # one block: no OpenMP region (see the docstring)
+                gru_backward_rows(0, B, T, B, H, reverse,
                                   &hs[0, 0, 0], &gates[0, 0, 0], &gh_n[0, 0, 0],
                                   optional_ptr(dy), &dh[0, 0], &dh_scratch[0, 0], &dgh[0, 0],
                                   packed, lengths_ptr(lengths))
+            else:
+                for part in prange(parts, num_threads=parts, schedule="static"):
+                    b0 = part_start(part, parts, B)
+                    gru_backward_rows(b0, part_start(part + 1, parts, B) - b0, T, B, H, reverse,
+                                      &hs[0, 0, 0], &gates[0, 0, 0], &gh_n[0, 0, 0],
+                                      optional_ptr(dy), &dh[0, 0], &dh_scratch[0, 0], &dgh[0, 0],
+                                      packed, lengths_ptr(lengths))
             if lengths is not None:  # states carried past a length stay out of dW_hh
                 zero_inactive_rows(T, B, H, h_prev_all, &lengths[0])
             input_grads(&gates[0, 0, 0], rows, 3 * H, &x[0, 0, 0], D, &w_ih[0, 0],
