@@ -7,8 +7,11 @@ spinning thread takes the core its partner needs, and a short call can slow down
 thirty-fold. So rnnfast loads its OpenMP runtime with ``OMP_WAIT_POLICY=PASSIVE``
 (threads sleep when they wait) unless the user chose a policy (``OMP_WAIT_POLICY``
 or ``GOMP_SPINCOUNT`` set). The setting is read once, when the runtime loads, and the
-environment is restored right after, so neither child processes nor other libraries'
-OpenMP runtimes (PyTorch ships its own) see it.
+environment is restored right after, so child processes do not see it. A library that
+loads a runtime of the same name later in the process (PyTorch ships its own
+``libgomp.so.1``) shares the one already loaded, policy included: where PyTorch's
+multi-threaded speed matters in the same process, import it before rnnfast or set
+``OMP_WAIT_POLICY=ACTIVE``.
 """
 
 import contextlib
