@@ -317,13 +317,13 @@ def plot_speedups(path, results):
 
     Raises ``rnnfast.plot.PlotUnavailable`` without matplotlib.
     """
-    from .plot import _figure, _save
+    from .plot import new_figure, save_png
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
     plain = FuncFormatter(lambda value, _: f"{value:g}")
     modes = [m for m in ("inference", "training", "stream")
              if any(r["mode"] == m and r["speedup"] is not None for r in results["rows"])]
-    figure = _figure(4.2 * max(len(modes), 1), 4.2)
+    figure = new_figure(4.2 * max(len(modes), 1), 4.2)
     for k, mode in enumerate(modes):
         axes = figure.add_subplot(1, len(modes), k + 1)
         rows = [r for r in results["rows"] if r["mode"] == mode and r["speedup"] is not None]
@@ -343,4 +343,4 @@ def plot_speedups(path, results):
         axes.set_title(mode)
         axes.grid(alpha=0.3, which="both")
         axes.legend()
-    _save(figure, path)
+    save_png(figure, path)

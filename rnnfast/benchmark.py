@@ -104,6 +104,7 @@ import warnings
 import numpy as np
 
 from . import _bench_memory, _bench_report
+from ._argtypes import positive_float, positive_int
 from ._bench_machine import (TimingSettings, limited_threads, load_average, machine_info,
                              openmp_runtimes, sgemm_peak, time_best, time_interleaved,
                              torch_has_own_openmp, usable_cpus)
@@ -472,29 +473,9 @@ def _parse_shape(text):
     return shape
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
-    return value
-
-
 def _positive_int_list(text):
     try:
-        return tuple(_positive_int(part) for part in text.split(","))
+        return tuple(positive_int(part) for part in text.split(","))
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, "
                                           f"got {text!r}") from None
@@ -530,7 +511,7 @@ def add_arguments(parser, short_by_default=False):
     parser.add_argument("--shapes", nargs="+", type=_parse_shape, metavar="T,B,D,H",
                         help="shapes of inference, training and memory (default: the "
                              "five standard shapes; --quick: the first two)")
-    parser.add_argument("--threads", type=_positive_int, default=usable_cpus(),
+    parser.add_argument("--threads", type=positive_int, default=usable_cpus(),
                         help="threads for every implementation (default: %(default)s)")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                         help="dtype of inputs and parameters (default: %(default)s)")
@@ -546,19 +527,19 @@ def add_arguments(parser, short_by_default=False):
     parser.add_argument("--peers", nargs="*", choices=PEERS, default=PEERS, metavar="PEER",
                         help=f"peers to compare with (default: {' '.join(PEERS)}; "
                              "--peers alone: rnnfast only)")
-    parser.add_argument("--min-time", type=_positive_float,
+    parser.add_argument("--min-time", type=positive_float,
                         help="seconds to spend per measurement (default 0.3, --quick 0.02)")
-    parser.add_argument("--min-runs", type=_positive_int,
+    parser.add_argument("--min-runs", type=positive_int,
                         help="timed runs per measurement at least (default 3, --quick 2)")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference")
-    parser.add_argument("--reference-max-hidden", type=_positive_int,
+    parser.add_argument("--reference-max-hidden", type=positive_int,
                         default=REFERENCE_MAX_HIDDEN,
                         help="run the reference only where H <= this (default: %(default)s)")
     parser.add_argument("--stream-hidden", type=_positive_int_list, metavar="H,H,...",
                         help=f"hidden sizes of the stream mode (default: "
                              f"{','.join(map(str, STREAM_HIDDEN))}; --quick: "
                              f"{','.join(map(str, QUICK_STREAM_HIDDEN))})")
-    parser.add_argument("--stream-steps", type=_positive_int, default=STREAM_STEPS,
+    parser.add_argument("--stream-steps", type=positive_int, default=STREAM_STEPS,
                         help="stream calls per measurement (default: %(default)s)")
     parser.add_argument("--scaling-shape", type=_parse_shape, metavar="T,B,D,H",
                         help=f"shape of the scaling mode (default: "

@@ -3,9 +3,12 @@
 no window opens and no global figure state is touched; files are written atomically.
 """
 
+import sys
+
 from .io import write_atomically
 
-__all__ = ["PlotUnavailable", "require_matplotlib", "plot_losses", "plot_forecast"]
+__all__ = ["PlotUnavailable", "require_matplotlib", "plot_path_or_none", "new_figure",
+           "save_png", "plot_losses", "plot_forecast"]
 
 INSTALL_HINT = "pip install 'rnnfast[plot]'  (or: pip install matplotlib)"
 
@@ -24,7 +27,23 @@ def require_matplotlib():
     return matplotlib
 
 
-def _figure(width=8.0, height=4.5):
+def plot_path_or_none(path, who):
+    """``path`` where a figure can be drawn; None for no ``path``, and None after one
+    line on stderr (``who: no plot: <how to install matplotlib>``) without
+    matplotlib, so that a command goes on without its figure instead of failing."""
+    if path is None:
+        return None
+    try:
+        require_matplotlib()
+    except PlotUnavailable as exc:
+        print(f"{who}: no plot: {exc}", file=sys.stderr)
+        return None
+    return path
+
+
+def new_figure(width=8.0, height=4.5):
+    """A matplotlib Figure of ``width`` x ``height`` inches on an Agg canvas (no
+    pyplot); PlotUnavailable without matplotlib."""
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -34,7 +53,7 @@ def _figure(width=8.0, height=4.5):
     return figure
 
 
-def _save(figure, path):
+def save_png(figure, path):
     """Write ``figure`` as PNG to ``path``, atomically."""
     write_atomically(path, lambda file: figure.savefig(file, format="png"))
 
@@ -50,7 +69,7 @@ def plot_losses(path, curves, *, xlabel="step", ylabel="loss", title=None, log_y
     xlabel, ylabel, title : str
     log_y : bool, a logarithmic loss axis
     """
-    figure = _figure()
+    figure = new_figure()
     axes = figure.add_subplot()
     for label, (x, y) in curves.items():
         axes.plot(x, y, label=label, marker="o" if len(x) < 30 else None)
@@ -62,7 +81,7 @@ def plot_losses(path, curves, *, xlabel="step", ylabel="loss", title=None, log_y
         axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
-    _save(figure, path)
+    save_png(figure, path)
 
 
 def plot_forecast(path, *, history, truth, forecasts, title=None, ylabel=None, xlabel=None):
@@ -77,7 +96,7 @@ def plot_forecast(path, *, history, truth, forecasts, title=None, ylabel=None, x
         baselines), over the forecast period
     x values may be numbers or ``numpy.datetime64``.
     """
-    figure = _figure(10.0, 4.8)
+    figure = new_figure(10.0, 4.8)
     axes = figure.add_subplot()
     axes.plot(*history, color="0.6", linewidth=1.0, label="history")
     axes.plot(*truth, color="black", linewidth=1.4, label="truth")
@@ -91,4 +110,4 @@ def plot_forecast(path, *, history, truth, forecasts, title=None, ylabel=None, x
         axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
-    _save(figure, path)
+    save_png(figure, path)

@@ -15,8 +15,8 @@ import numpy as np
 from .. import series
 from ..io import write_atomically
 from ..models.forecaster import CELLS, DEFAULT_WINDOW, PERIODS_PER_WINDOW, Forecaster
-from ..plot import PlotUnavailable, plot_forecast, require_matplotlib
-from ._args import fraction, non_negative_int, open_fraction, positive_float, positive_int
+from ..plot import plot_forecast, plot_path_or_none
+from .._argtypes import fraction, non_negative_int, open_fraction, positive_float, positive_int
 from ._errors import CLIError
 
 # Forecaster and Forecaster.fit defaults, shown in --help.
@@ -138,7 +138,7 @@ def _add_predict(subparsers):
 def run_forecast(args):
     for option in ("json", "plot", "save"):
         _check_output_directory(option, getattr(args, option))
-    plot = _plot_path(args.plot)
+    plot = plot_path_or_none(args.plot, "rnnfast forecast")
     data = _read_series(args)
     model = Forecaster(args.window, args.horizon, period=args.period, cell=args.cell,
                        hidden_size=args.hidden, num_layers=args.layers, seed=args.seed)
@@ -190,18 +190,6 @@ def _check_output_directory(option, path):
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise CLIError(f"--{option}: the directory {directory!r} does not exist")
-
-
-def _plot_path(path):
-    """``path``, or None (with the install hint on stderr) without matplotlib."""
-    if path is None:
-        return None
-    try:
-        require_matplotlib()
-    except PlotUnavailable as exc:
-        print(f"rnnfast forecast: warning: {exc}; going on without --plot", file=sys.stderr)
-        return None
-    return path
 
 
 def _read_series(args):

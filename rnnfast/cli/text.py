@@ -10,9 +10,9 @@ import shlex
 import sys
 
 from ..models.charlm import CELLS, RUN_DEFAULTS, CharLM, describe_evaluation
-from ..plot import PlotUnavailable, plot_losses, require_matplotlib
+from ..plot import plot_losses, plot_path_or_none
 from ..text import builtin_corpus, read_text
-from ._args import fraction, non_negative_float, non_negative_int, positive_float, positive_int
+from .._argtypes import fraction, non_negative_float, non_negative_int, positive_float, positive_int
 from ._errors import CLIError
 
 # The demo's model and training: sized so that a minute on two cores turns the Python
@@ -178,7 +178,7 @@ def run_demo(args):
 
 def run_train_text(args):
     text = read_text(args.files)
-    plot = _plot_path(args.plot)
+    plot = plot_path_or_none(args.plot, "rnnfast train-text")
     if args.resume is not None:
         model = _resumed_model(args)
         output = args.resume if args.output is None else args.output
@@ -245,18 +245,6 @@ def _describe_start(args, model, text):
     print(f"{action} a {config['num_layers']}-layer {config['cell'].upper()} with "
           f"{config['hidden_size']} units on {len(args.files)} file(s), {len(text):,} "
           f"characters, {len(model.vocabulary)} distinct.", flush=True)
-
-
-def _plot_path(path):
-    """``path`` when a plot can be drawn; otherwise None, after saying why on stderr."""
-    if path is None:
-        return None
-    try:
-        require_matplotlib()
-    except PlotUnavailable as exc:
-        print(f"rnnfast train-text: no plot: {exc}", file=sys.stderr)
-        return None
-    return path
 
 
 def _plot_history(path, history):

@@ -1,5 +1,5 @@
-"""argparse value types shared by the subcommands: each rejects a bad value with a
-message that names what was expected."""
+"""argparse value types shared by the command line (the subcommands and the
+benchmark): each rejects a bad value with a message that names what was expected."""
 
 import argparse
 import math
