@@ -121,8 +121,10 @@ def rnnfast_env(env=None):
 
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(rnnfast.__file__)))
     env = dict(os.environ if env is None else env)
+    # after the caller's entries, so that those may shadow other packages (a test can
+    # hide matplotlib) even when rnnfast is installed beside them
     env["PYTHONPATH"] = os.pathsep.join(
-        [package_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+        [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p] + [package_parent])
     return env
 
 
