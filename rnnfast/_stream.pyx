@@ -175,22 +175,22 @@ cdef void run_step(StepRunner runner, const floating *x, floating *out):
     cdef floating *gates = <floating *>cnp.PyArray_DATA(runner.gates)
     cdef floating *hh = <floating *>cnp.PyArray_DATA(runner.hh)
     cdef size_t *pointers = <size_t *>cnp.PyArray_DATA(runner.pointers)
-    cdef int kind = runner.kind
+    cdef int kind = runner.kind, G = runner.gates_per_unit
     if runner.release_gil:
         with nogil:
-            run_layers(kind, L, B, D, H, x, states, next_states, gates, hh, pointers)
+            run_layers(kind, G, L, B, D, H, x, states, next_states, gates, hh, pointers)
     else:
-        run_layers(kind, L, B, D, H, x, states, next_states, gates, hh, pointers)
+        run_layers(kind, G, L, B, D, H, x, states, next_states, gates, hh, pointers)
     memcpy(states, next_states, S * L * B * H * sizeof(floating))
     memcpy(out, next_states + (L - 1) * B * H, B * H * sizeof(floating))
 
 
-cdef void run_layers(int kind, Py_ssize_t L, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
-                     const floating *x, floating *states, floating *next_states,
+cdef void run_layers(int kind, Py_ssize_t G, Py_ssize_t L, Py_ssize_t B, Py_ssize_t D,
+                     Py_ssize_t H, const floating *x, floating *states, floating *next_states,
                      floating *gates, floating *hh, const size_t *pointers) noexcept nogil:
     """Layer k reads v = x (k = 0) or the new h of layer k-1, (B, D or H), and the
     states[:, k] entering the step; it writes next_states[:, k]."""
-    cdef Py_ssize_t k, b, Din, G = GATES_OF(kind), GH
+    cdef Py_ssize_t k, b, Din, GH
     cdef const floating *v = x
     cdef const floating *w_ih
     cdef const floating *w_hh
@@ -234,10 +234,6 @@ cdef inline void add_product(Py_ssize_t B, Py_ssize_t N, Py_ssize_t K, const flo
                              const floating *w, floating *out) noexcept nogil:
     # out (B, N) += v (B, K) @ w.T,  w (N, K)
     gemm(NoTrans, Trans, B, N, K, 1, v, K, w, K, 1, out, N)
-
-
-cdef inline Py_ssize_t GATES_OF(int kind) noexcept nogil:
-    return 4 if kind == LSTM else (3 if kind == GRU else 1)
 
 
 cdef inline void step_rnn(Py_ssize_t B, Py_ssize_t H, int relu, const floating *pre,
