@@ -6,7 +6,7 @@ from .. import benchmark
 
 def register(subparsers):
     parser = subparsers.add_parser(
-        "bench", help="time the kernels against PyTorch and the reference",
+        "bench", help="time the kernels against PyTorch, JAX and ONNX Runtime",
         description=benchmark.DESCRIPTION + " A short run by default; --full for the "
                                             "complete table.")
     benchmark.add_arguments(parser, short_by_default=True)
