@@ -6,7 +6,10 @@ G = stacked gates (RNN 1, LSTM 4, GRU 3).
 
 These functions trust their caller (``rnnfast.functional``), which validates every
 argument and allocates every buffer; they release the GIL for the whole loop and
-keep no state between calls.
+keep no state between calls. The exception is ``forward_inference``, a whole
+``training=False`` call for small problems: it checks its arguments in C, declines
+(returns None) anything that needs converting or threads, and allocates its own
+outputs.
 
 Buffers, allocated by the caller:
 
@@ -37,19 +40,25 @@ their rows split over the same threads, one single-threaded BLAS call each: the
 caller (rnnfast._threads) holds BLAS at one thread while ``parts > 1``.
 """
 
+cimport numpy as cnp
+import numpy as np
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from ._blas cimport BLAS_Trans, gemm, NoTrans, Trans
 from ._gates cimport *
 
 
-# Input widths D up to this take the packed kernel for the input projection.
+cnp.import_array()
+
 cdef enum:
+    # Input widths D up to this take the packed kernel for the input projection.
     PACKED_PROJECTION_MAX_D = 128
+    # BLAS takes int sizes: T*B rows at most.
+    MAX_ROWS = 2147483647
 
 
 # ---------------------------------------------------------------- C dispatch by dtype
@@ -155,12 +164,12 @@ def max_threads():
     return rnnfast_max_threads()
 
 
-cdef floating *pack_weights(const floating[:, ::1] w, bint transpose) except NULL:
-    """Pack op(W) for gemm_packed: W^T (cols, rows) when ``transpose``, else W itself.
-
-    Forward multiplies by W_hh^T, backward by W_hh. The caller frees the buffer.
+cdef floating *pack_weights(Py_ssize_t rows, Py_ssize_t cols, const floating *w,
+                            bint transpose) except NULL:
+    """Pack op(W) of W (rows, cols) for gemm_packed: W^T (cols, rows) when ``transpose``,
+    else W itself. Forward multiplies by W_hh^T, backward by W_hh. The caller frees
+    the buffer.
     """
-    cdef Py_ssize_t rows = w.shape[0], cols = w.shape[1]
     cdef Py_ssize_t K = cols if transpose else rows
     cdef Py_ssize_t N = rows if transpose else cols
     cdef size_t size
@@ -174,11 +183,9 @@ cdef floating *pack_weights(const floating[:, ::1] w, bint transpose) except NUL
         raise MemoryError(f"cannot allocate {size * sizeof(floating)} bytes of packed weights")
     with nogil:
         if floating is float:
-            pack_panels_f32(K, N, &w[0, 0], 1 if transpose else cols,
-                            cols if transpose else 1, packed)
+            pack_panels_f32(K, N, w, 1 if transpose else cols, cols if transpose else 1, packed)
         else:
-            pack_panels_f64(K, N, &w[0, 0], 1 if transpose else cols,
-                            cols if transpose else 1, packed)
+            pack_panels_f64(K, N, w, 1 if transpose else cols, cols if transpose else 1, packed)
     return packed
 
 
@@ -231,13 +238,14 @@ cdef void column_sums_split(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld, con
         column_sums(rows, j1 - j0, ld, a + j0, out + j0)
 
 
-cdef floating *pack_input_weights(const floating[:, ::1] w_ih) except? NULL:
-    """W_ih^T packed for the input projection, or NULL where BLAS does it better:
-    for D up to PACKED_PROJECTION_MAX_D a panel of W_ih^T (D x NR) stays in L1
-    and the packed kernel beats a BLAS call on these skinny products."""
-    if w_ih.shape[1] > PACKED_PROJECTION_MAX_D:
+cdef floating *pack_input_weights(Py_ssize_t GH, Py_ssize_t D,
+                                  const floating *w_ih) except? NULL:
+    """W_ih^T (D, GH) packed for the input projection, or NULL where BLAS does it
+    better: for D up to PACKED_PROJECTION_MAX_D a panel of W_ih^T (D x NR) stays in
+    L1 and the packed kernel beats a BLAS call on these skinny products."""
+    if D > PACKED_PROJECTION_MAX_D:
         return NULL
-    return pack_weights(w_ih, True)
+    return pack_weights(GH, D, w_ih, True)
 
 
 cdef void project_inputs(const floating *x, const floating *w_ih,
@@ -323,6 +331,28 @@ cdef void rnn_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssize
     rnnfast_fpmode_exit(fpmode)
 
 
+cdef void rnn_forward_chunks(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
+                             Py_ssize_t K, const floating *x, const floating *w_ih,
+                             const floating *packed_ih, const floating *packed,
+                             const floating *bias, const int64_t *lengths, bint reverse,
+                             bint relu, floating *hs, floating *gates, int parts) noexcept nogil:
+    """All T steps, K at a time: the input projection of K steps, then their time loop."""
+    cdef Py_ssize_t chunk, s0, steps, first, part, b0
+    for chunk in range((T + K - 1) // K):
+        s0 = chunk * K
+        steps = min(K, T - s0)
+        first = chunk_start(s0, steps, T, reverse)
+        project_inputs(x, w_ih, packed_ih, first, steps, B, D, H, gates, parts)
+        if parts == 1:   # one block: no OpenMP region (see the docstring)
+            rnn_forward_rows(0, B, s0, steps, first, T, B, H, reverse, relu, hs, gates,
+                             packed, bias, lengths)
+        else:
+            for part in prange(parts, num_threads=parts, schedule="static"):
+                b0 = part_start(part, parts, B)
+                rnn_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps, first,
+                                 T, B, H, reverse, relu, hs, gates, packed, bias, lengths)
+
+
 def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 const floating[:, ::1] w_ih,     # (H, D)
                 const floating[:, ::1] w_hh,     # (H, H)
@@ -334,28 +364,14 @@ def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 int parts):                      # batch blocks run in parallel
     """h_t = act(x_t W_ih^T + h_{t-1} W_hh^T + bias) over all steps, into ``hs``."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
-    cdef Py_ssize_t K = gates.shape[0], chunk, s0, steps, first, part, b0
-    cdef floating *packed = pack_weights(w_hh, True)
+    cdef floating *packed = pack_weights(H, H, &w_hh[0, 0], True)
     cdef floating *packed_ih = NULL
     try:
-        packed_ih = pack_input_weights(w_ih)
+        packed_ih = pack_input_weights(H, D, &w_ih[0, 0])
         with nogil:
-            for chunk in range((T + K - 1) // K):
-                s0 = chunk * K
-                steps = min(K, T - s0)
-                first = chunk_start(s0, steps, T, reverse)
-                project_inputs(&x[0, 0, 0], &w_ih[0, 0], packed_ih, first, steps, B, D, H,
-                               &gates[0, 0, 0], parts)
-                if parts == 1:   # one block: no OpenMP region (see the docstring)
-                    rnn_forward_rows(0, B, s0, steps, first,
-                                     T, B, H, reverse, relu, &hs[0, 0, 0], &gates[0, 0, 0],
-                                     packed, &bias[0], lengths_ptr(lengths))
-                else:
-                    for part in prange(parts, num_threads=parts, schedule="static"):
-                        b0 = part_start(part, parts, B)
-                        rnn_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps, first,
-                                         T, B, H, reverse, relu, &hs[0, 0, 0], &gates[0, 0, 0],
-                                         packed, &bias[0], lengths_ptr(lengths))
+            rnn_forward_chunks(T, B, D, H, gates.shape[0], &x[0, 0, 0], &w_ih[0, 0], packed_ih,
+                               packed, &bias[0], lengths_ptr(lengths), reverse, relu,
+                               &hs[0, 0, 0], &gates[0, 0, 0], parts)
     finally:
         free(packed)
         free(packed_ih)
@@ -400,7 +416,7 @@ def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
     """BPTT for ``rnn_forward``: dpre_t = (dy_t + dh_t) act'(h_t), dh_{t-1} = dpre_t W_hh."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef Py_ssize_t part, b0
-    cdef floating *packed = pack_weights(w_hh, False)
+    cdef floating *packed = pack_weights(w_hh.shape[0], H, &w_hh[0, 0], False)
     try:
         with nogil:
             if parts == 1:   # one block: no OpenMP region (see the docstring)
@@ -453,6 +469,30 @@ cdef void lstm_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssiz
     rnnfast_fpmode_exit(fpmode)
 
 
+cdef void lstm_forward_chunks(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
+                              Py_ssize_t K, const floating *x, const floating *w_ih,
+                              const floating *packed_ih, const floating *packed,
+                              const floating *bias, const int64_t *lengths, bint reverse,
+                              bint training, floating *hs, floating *cs, floating *gates,
+                              int parts) noexcept nogil:
+    """All T steps, K at a time: the input projection of K steps, then their time loop."""
+    cdef Py_ssize_t chunk, s0, steps, first, part, b0
+    for chunk in range((T + K - 1) // K):
+        s0 = chunk * K
+        steps = min(K, T - s0)
+        first = chunk_start(s0, steps, T, reverse)
+        project_inputs(x, w_ih, packed_ih, first, steps, B, D, 4 * H, gates, parts)
+        if parts == 1:   # one block: no OpenMP region (see the docstring)
+            lstm_forward_rows(0, B, s0, steps, first, T, B, H, reverse, training, hs, cs,
+                              gates, packed, bias, lengths)
+        else:
+            for part in prange(parts, num_threads=parts, schedule="static"):
+                b0 = part_start(part, parts, B)
+                lstm_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps, first,
+                                  T, B, H, reverse, training, hs, cs, gates, packed, bias,
+                                  lengths)
+
+
 def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
                  const floating[:, ::1] w_ih,    # (4H, D)
                  const floating[:, ::1] w_hh,    # (4H, H)
@@ -465,30 +505,14 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
                  int parts):                     # batch blocks run in parallel
     """c_t = f c_{t-1} + i g, h_t = o tanh(c_t) over all steps, into ``hs`` and ``cs``."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
-    cdef Py_ssize_t K = gates.shape[0], chunk, s0, steps, first, part, b0
-    cdef floating *packed = pack_weights(w_hh, True)
+    cdef floating *packed = pack_weights(4 * H, H, &w_hh[0, 0], True)
     cdef floating *packed_ih = NULL
     try:
-        packed_ih = pack_input_weights(w_ih)
+        packed_ih = pack_input_weights(4 * H, D, &w_ih[0, 0])
         with nogil:
-            for chunk in range((T + K - 1) // K):
-                s0 = chunk * K
-                steps = min(K, T - s0)
-                first = chunk_start(s0, steps, T, reverse)
-                project_inputs(&x[0, 0, 0], &w_ih[0, 0], packed_ih, first, steps, B, D,
-                               4 * H, &gates[0, 0, 0], parts)
-                if parts == 1:   # one block: no OpenMP region (see the docstring)
-                    lstm_forward_rows(0, B, s0, steps,
-                                      first, T, B, H, reverse, training, &hs[0, 0, 0],
-                                      &cs[0, 0, 0], &gates[0, 0, 0], packed, &bias[0],
-                                      lengths_ptr(lengths))
-                else:
-                    for part in prange(parts, num_threads=parts, schedule="static"):
-                        b0 = part_start(part, parts, B)
-                        lstm_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps,
-                                          first, T, B, H, reverse, training, &hs[0, 0, 0],
-                                          &cs[0, 0, 0], &gates[0, 0, 0], packed, &bias[0],
-                                          lengths_ptr(lengths))
+            lstm_forward_chunks(T, B, D, H, gates.shape[0], &x[0, 0, 0], &w_ih[0, 0],
+                                packed_ih, packed, &bias[0], lengths_ptr(lengths), reverse,
+                                training, &hs[0, 0, 0], &cs[0, 0, 0], &gates[0, 0, 0], parts)
     finally:
         free(packed)
         free(packed_ih)
@@ -536,7 +560,7 @@ def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
     """BPTT for ``lstm_forward``; the stored gates become dG in place."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef Py_ssize_t part, b0
-    cdef floating *packed = pack_weights(w_hh, False)
+    cdef floating *packed = pack_weights(w_hh.shape[0], H, &w_hh[0, 0], False)
     try:
         with nogil:
             if parts == 1:   # one block: no OpenMP region (see the docstring)
@@ -584,6 +608,31 @@ cdef void gru_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssize
     rnnfast_fpmode_exit(fpmode)
 
 
+cdef void gru_forward_chunks(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
+                             Py_ssize_t K, const floating *x, const floating *w_ih,
+                             const floating *packed_ih, const floating *packed,
+                             const floating *b_ih, const floating *b_hh,
+                             const int64_t *lengths, bint reverse, floating *hs,
+                             floating *gates, floating *hh, floating *gh_n,
+                             int parts) noexcept nogil:
+    """All T steps, K at a time: the input projection of K steps, then their time loop."""
+    cdef Py_ssize_t chunk, s0, steps, first, part, b0
+    for chunk in range((T + K - 1) // K):
+        s0 = chunk * K
+        steps = min(K, T - s0)
+        first = chunk_start(s0, steps, T, reverse)
+        project_inputs(x, w_ih, packed_ih, first, steps, B, D, 3 * H, gates, parts)
+        if parts == 1:   # one block: no OpenMP region (see the docstring)
+            gru_forward_rows(0, B, s0, steps, first, T, B, H, reverse, hs, gates, hh, gh_n,
+                             packed, b_ih, b_hh, lengths)
+        else:
+            for part in prange(parts, num_threads=parts, schedule="static"):
+                b0 = part_start(part, parts, B)
+                gru_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps, first,
+                                 T, B, H, reverse, hs, gates, hh, gh_n, packed, b_ih, b_hh,
+                                 lengths)
+
+
 def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 const floating[:, ::1] w_ih,     # (3H, D)
                 const floating[:, ::1] w_hh,     # (3H, H)
@@ -598,30 +647,15 @@ def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 int parts):                      # batch blocks run in parallel
     """h_t = (1 - z) n + z h_{t-1} over all steps, into ``hs``."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
-    cdef Py_ssize_t K = gates.shape[0], chunk, s0, steps, first, part, b0
-    cdef floating *packed = pack_weights(w_hh, True)
+    cdef floating *packed = pack_weights(3 * H, H, &w_hh[0, 0], True)
     cdef floating *packed_ih = NULL
     try:
-        packed_ih = pack_input_weights(w_ih)
+        packed_ih = pack_input_weights(3 * H, D, &w_ih[0, 0])
         with nogil:
-            for chunk in range((T + K - 1) // K):
-                s0 = chunk * K
-                steps = min(K, T - s0)
-                first = chunk_start(s0, steps, T, reverse)
-                project_inputs(&x[0, 0, 0], &w_ih[0, 0], packed_ih, first, steps, B, D,
-                               3 * H, &gates[0, 0, 0], parts)
-                if parts == 1:   # one block: no OpenMP region (see the docstring)
-                    gru_forward_rows(0, B, s0, steps, first,
-                                     T, B, H, reverse, &hs[0, 0, 0], &gates[0, 0, 0],
-                                     &hh[0, 0], <floating *>optional_ptr(gh_n), packed,
-                                     &b_ih[0], &b_hh[0], lengths_ptr(lengths))
-                else:
-                    for part in prange(parts, num_threads=parts, schedule="static"):
-                        b0 = part_start(part, parts, B)
-                        gru_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps, first,
-                                         T, B, H, reverse, &hs[0, 0, 0], &gates[0, 0, 0],
-                                         &hh[0, 0], <floating *>optional_ptr(gh_n), packed,
-                                         &b_ih[0], &b_hh[0], lengths_ptr(lengths))
+            gru_forward_chunks(T, B, D, H, gates.shape[0], &x[0, 0, 0], &w_ih[0, 0], packed_ih,
+                               packed, &b_ih[0], &b_hh[0], lengths_ptr(lengths), reverse,
+                               &hs[0, 0, 0], &gates[0, 0, 0], &hh[0, 0],
+                               <floating *>optional_ptr(gh_n), parts)
     finally:
         free(packed)
         free(packed_ih)
@@ -674,7 +708,7 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef Py_ssize_t rows = T * B, part, b0
     cdef floating *h_prev_all = &hs[reverse, 0, 0]
-    cdef floating *packed = pack_weights(w_hh, False)
+    cdef floating *packed = pack_weights(w_hh.shape[0], H, &w_hh[0, 0], False)
     try:
         with nogil:
             if parts == 1:   # one block: no OpenMP region (see the docstring)
@@ -705,3 +739,146 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
             column_sums_split(rows, H, H, &gh_n[0, 0, 0], &db_hh[2 * H], parts)
     finally:
         free(packed)
+
+
+# ---------------------------------------------------------------- whole inference calls
+
+cdef inline bint usable_as_is(object array, int typenum, int ndim):
+    """True for an ndarray (no subclass) of ``typenum`` with ``ndim`` dimensions,
+    C-contiguous, aligned and in native byte order: what the kernels take unchanged."""
+    if type(array) is not np.ndarray:
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>array
+    return (cnp.PyArray_TYPE(a) == typenum and cnp.PyArray_NDIM(a) == ndim
+            and cnp.PyArray_ISCARRAY_RO(a) and cnp.PyArray_ISNOTSWAPPED(a))
+
+
+cdef inline bint optional_fits(object array, int typenum, Py_ssize_t rows,
+                               Py_ssize_t cols):
+    """None, or an array usable as is of shape (rows, cols), (rows,) when cols < 0."""
+    if array is None:
+        return True
+    if not usable_as_is(array, typenum, 1 if cols < 0 else 2):
+        return False
+    cdef cnp.npy_intp *shape = cnp.PyArray_DIMS(<cnp.ndarray>array)
+    return shape[0] == rows and (cols < 0 or shape[1] == cols)
+
+
+cdef inline void *data_or_null(object array):
+    return NULL if array is None else cnp.PyArray_DATA(<cnp.ndarray>array)
+
+
+cdef void copy_or_zero(floating *dst, const void *src, Py_ssize_t n) noexcept nogil:
+    if src == NULL:
+        memset(dst, 0, n * sizeof(floating))
+    else:
+        memcpy(dst, src, n * sizeof(floating))
+
+
+cdef int run_inference(int gates_per_unit, bint relu, bint reverse, Py_ssize_t T,
+                       Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t K,
+                       const floating *x, const void *h0, const void *c0,
+                       const floating *w_ih, const floating *w_hh, const void *b_ih,
+                       const void *b_hh, floating *hs, floating *cs,
+                       floating *gates) except -1:
+    """One-threaded ``training=False`` forward on raw buffers (see forward_inference)."""
+    cdef Py_ssize_t GH = gates_per_unit * H, j
+    cdef floating *packed = NULL
+    cdef floating *packed_ih = NULL
+    # biases (2, GH), then for the GRU the workspace hh (B, GH)
+    cdef floating *scratch = <floating *>malloc(
+        (2 + (B if gates_per_unit == 3 else 0)) * GH * sizeof(floating))
+    if scratch == NULL:
+        raise MemoryError("cannot allocate the bias and workspace buffers")
+    try:
+        packed = pack_weights(GH, H, w_hh, True)
+        packed_ih = pack_input_weights(GH, D, w_ih)
+        with nogil:
+            copy_or_zero(scratch, b_ih, GH)
+            copy_or_zero(scratch + GH, b_hh, GH)
+            copy_or_zero(hs + (T * B * H if reverse else 0), h0, B * H)
+            if gates_per_unit == 3:
+                gru_forward_chunks(T, B, D, H, K, x, w_ih, packed_ih, packed, scratch,
+                                   scratch + GH, NULL, reverse, hs, gates, scratch + 2 * GH,
+                                   <floating *>NULL, 1)
+            else:
+                for j in range(GH):   # the two biases act as one: b = b_ih + b_hh
+                    scratch[j] += scratch[GH + j]
+                if gates_per_unit == 4:
+                    copy_or_zero(cs, c0, B * H)
+                    lstm_forward_chunks(T, B, D, H, K, x, w_ih, packed_ih, packed, scratch,
+                                        NULL, reverse, False, hs, cs, gates, 1)
+                else:
+                    rnn_forward_chunks(T, B, D, H, K, x, w_ih, packed_ih, packed, scratch,
+                                       NULL, reverse, relu, hs, gates, 1)
+    finally:
+        free(packed)
+        free(packed_ih)
+        free(scratch)
+    return 0
+
+
+def forward_inference(int gates_per_unit, bint relu, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                      bint reverse, Py_ssize_t chunk_steps, batch_parts):
+    """A whole ``training=False`` forward call (RNN: G = 1, LSTM: 4, GRU: 3) without
+    lengths, for arguments that need no conversion: every array an ndarray of the
+    dtype of ``w_ih`` (float32 or float64), C-contiguous, of the right shape, with
+    T, B >= 1, on a call that ``batch_parts(B, multiply_adds)`` keeps on one thread.
+
+    Returns ``(y, h_T, c_T)`` (c_T None unless LSTM), computed exactly as the general
+    path computes it, or None for any other arguments: the caller then takes the
+    general path, which converts, validates, raises its errors and runs threads.
+    Built for small calls, where checking and allocating in Python would cost
+    several times the arithmetic.
+    """
+    if type(w_ih) is not np.ndarray:
+        return None
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>w_ih)
+    if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
+        return None
+    if not (usable_as_is(x, typenum, 3) and usable_as_is(w_ih, typenum, 2)
+            and usable_as_is(w_hh, typenum, 2)):
+        return None
+    cdef cnp.npy_intp *x_shape = cnp.PyArray_DIMS(<cnp.ndarray>x)
+    cdef Py_ssize_t T = x_shape[0], B = x_shape[1], D = x_shape[2]
+    cdef Py_ssize_t H = cnp.PyArray_DIMS(<cnp.ndarray>w_hh)[1]
+    cdef Py_ssize_t GH = gates_per_unit * H
+    if T < 1 or B < 1 or D < 1 or H < 1 or T * B > MAX_ROWS:
+        return None
+    if not (optional_fits(w_hh, typenum, GH, H) and optional_fits(w_ih, typenum, GH, D)
+            and optional_fits(h0, typenum, B, H) and optional_fits(b_ih, typenum, GH, -1)
+            and optional_fits(b_hh, typenum, GH, -1)):
+        return None
+    if not optional_fits(c0, typenum, B, H):
+        return None
+    if batch_parts(B, T * B * GH * (D + H)) != 1:
+        return None
+
+    cdef Py_ssize_t K = min(T, chunk_steps)
+    cdef cnp.npy_intp hs_shape[3]
+    hs_shape[:] = [T + 1, B, H]
+    cdef cnp.ndarray hs = cnp.PyArray_EMPTY(3, hs_shape, typenum, 0)
+    cdef cnp.ndarray cs = None
+    hs_shape[0] = 2
+    if gates_per_unit == 4:   # c_{t-1} and c_t, used in turn
+        cs = cnp.PyArray_EMPTY(3, hs_shape, typenum, 0)
+    hs_shape[:] = [K, B, GH]
+    cdef cnp.ndarray gates = cnp.PyArray_EMPTY(3, hs_shape, typenum, 0)
+    if typenum == cnp.NPY_FLOAT:
+        run_inference(gates_per_unit, relu, reverse, T, B, D, H, K,
+                      <float *>cnp.PyArray_DATA(<cnp.ndarray>x), data_or_null(h0),
+                      data_or_null(c0), <float *>cnp.PyArray_DATA(<cnp.ndarray>w_ih),
+                      <float *>cnp.PyArray_DATA(<cnp.ndarray>w_hh), data_or_null(b_ih),
+                      data_or_null(b_hh), <float *>cnp.PyArray_DATA(hs),
+                      <float *>data_or_null(cs), <float *>cnp.PyArray_DATA(gates))
+    else:
+        run_inference(gates_per_unit, relu, reverse, T, B, D, H, K,
+                      <double *>cnp.PyArray_DATA(<cnp.ndarray>x), data_or_null(h0),
+                      data_or_null(c0), <double *>cnp.PyArray_DATA(<cnp.ndarray>w_ih),
+                      <double *>cnp.PyArray_DATA(<cnp.ndarray>w_hh), data_or_null(b_ih),
+                      data_or_null(b_hh), <double *>cnp.PyArray_DATA(hs),
+                      <double *>data_or_null(cs), <double *>cnp.PyArray_DATA(gates))
+    y = hs[:T] if reverse else hs[1:]
+    h_T = hs[0 if reverse else T].copy()
+    c_T = None if cs is None else cs[T % 2].copy()
+    return y, h_T, c_T

@@ -9,6 +9,13 @@ Memory: training keeps, per step, the hidden state and the activated gates
 the gates with their gradients, so a cache serves one backward call. With
 ``training=False`` nothing is kept: the input projection runs in chunks of
 ``INFERENCE_CHUNK_STEPS`` steps, so the memory beyond the outputs is O(B*H).
+
+Fast path: a ``training=False`` call without lengths whose arrays are already
+C-contiguous ndarrays of the parameters' dtype, small enough for one thread, goes
+straight to one compiled entry (``_kernels.forward_inference``) that checks shapes
+in C and returns the same numbers; it saves the several microseconds the checks and
+buffers below cost in Python, which at B=1 are a large part of a call. Any other
+call takes the general path, which converts, validates and raises the errors.
 """
 
 import numpy as np
@@ -53,6 +60,12 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, nonlinearity="tanh", lengths=N
     h_T : ndarray of shape (B, H), the state after each sequence's last valid step
     cache : Cache for ``rnn_backward``, or None
     """
+    if not training and lengths is None and nonlinearity in _checks.NONLINEARITIES:
+        done = _kernels.forward_inference(1, nonlinearity == "relu", x, h0, None, w_ih, w_hh,
+                                          b_ih, b_hh, reverse, INFERENCE_CHUNK_STEPS,
+                                          batch_parts)
+        if done is not None:
+            return done[0], done[1], None
     a = _checks.forward_args("rnn", x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity)
     hs = _state_buffer(a, a.h0, reverse)
     if _has_steps(a):
@@ -116,6 +129,11 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=Fal
     h_T, c_T : ndarrays of shape (B, H)
     cache : Cache for ``lstm_backward``, or None
     """
+    if not training and lengths is None:
+        done = _kernels.forward_inference(4, False, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                                          reverse, INFERENCE_CHUNK_STEPS, batch_parts)
+        if done is not None:
+            return done + (None,)
     a = _checks.forward_args("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
     hs = _state_buffer(a, a.h0, reverse)
     if training:
@@ -177,6 +195,11 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False,
     h_T : ndarray of shape (B, H)
     cache : Cache for ``gru_backward``, or None
     """
+    if not training and lengths is None:
+        done = _kernels.forward_inference(3, False, x, h0, None, w_ih, w_hh, b_ih, b_hh,
+                                          reverse, INFERENCE_CHUNK_STEPS, batch_parts)
+        if done is not None:
+            return done[0], done[1], None
     a = _checks.forward_args("gru", x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths)
     hs = _state_buffer(a, a.h0, reverse)
     gates = np.empty((_chunk_steps(a.T, training), a.B, 3 * a.H), a.dtype)

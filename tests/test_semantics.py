@@ -155,6 +155,92 @@ def test_inference_long_sequence(impl, case):
             assert_same(impl, a, b, f"final state {k} reverse={reverse}")
 
 
+# Small inference calls whose arrays need no conversion skip the Python-side checks
+# (one compiled entry, rnnfast._kernels.forward_inference); every other call takes
+# the general path. Both must give the same numbers bit for bit.
+
+def general_path_only(monkeypatch):
+    """Make every call take the general path (the compiled entry declines)."""
+    from rnnfast import functional
+    monkeypatch.setattr(functional._kernels, "forward_inference", lambda *args: None)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("none_args", [False, True], ids=["arrays", "nones"])
+def test_small_inference_skips_the_python_checks(case, dtype, reverse, none_args,
+                                                 monkeypatch):
+    import rnnfast
+    from rnnfast import functional
+
+    p = Problem(case, T=40, B=3, dtype=dtype)   # more steps than one projection chunk
+    states = (None,) * len(p.states) if none_args else p.states
+    params = p.params[:2] + (None, None) if none_args else p.params
+    kwargs = dict(reverse=reverse, **p.extra)
+    with monkeypatch.context() as patch:
+        patch.setattr(functional._checks, "forward_args",
+                      lambda *args: pytest.fail("took the general path"))
+        y, finals, _ = forward(rnnfast, p.cell, p.x, states, params, training=False,
+                               **kwargs)
+    general_path_only(monkeypatch)
+    y0, finals0, _ = forward(rnnfast, p.cell, p.x, states, params, training=False, **kwargs)
+    np.testing.assert_array_equal(y, y0, strict=True)
+    assert not np.shares_memory(finals[0], y)
+    for a, b in zip(finals, finals0):
+        np.testing.assert_array_equal(a, b, strict=True)
+
+
+class Subclass(np.ndarray):
+    pass
+
+
+def converted_arguments(p):
+    """Argument sets the compiled entry declines: each needs a conversion or a check."""
+    x, states, (w_ih, w_hh, b_ih, b_hh) = p.x, p.states, p.params
+    swapped = w_hh.astype(w_hh.dtype.newbyteorder())
+    yield "fortran x", np.asfortranarray(x), states, (w_ih, w_hh, b_ih, b_hh)
+    yield "strided x", np.repeat(x, 2, axis=0)[::2], states, (w_ih, w_hh, b_ih, b_hh)
+    yield "byte-swapped w_hh", x, states, (w_ih, swapped, b_ih, b_hh)
+    yield "subclass w_ih", x, states, (w_ih.view(Subclass), w_hh, b_ih, b_hh)
+    yield "float32 x", x.astype(np.float32), states, (w_ih, w_hh, b_ih, b_hh)
+    yield "list b_ih", x, states, (w_ih, w_hh, b_ih.tolist(), b_hh)
+    yield "states as lists", x, tuple(s.tolist() for s in states), (w_ih, w_hh, b_ih, b_hh)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_arguments_needing_conversion_match_plain_ones(case):
+    import rnnfast
+
+    p = Problem(case, T=7, B=2)
+    y0, finals0, _ = forward(rnnfast, p.cell, p.x, p.states, p.params, training=False,
+                             **p.extra)
+    for label, x, states, params in converted_arguments(p):
+        y, finals, _ = forward(rnnfast, p.cell, x, states, params, training=False,
+                               **p.extra)
+        assert type(y) is np.ndarray and y.dtype == np.float64, label
+        tol = 2e-4 if label == "float32 x" else 0
+        np.testing.assert_allclose(y, y0, rtol=0, atol=tol, err_msg=label)
+        for a, b in zip(finals, finals0):
+            np.testing.assert_allclose(a, b, rtol=0, atol=tol, err_msg=label)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_small_inference_errors_name_the_argument(case):
+    """Wrong shapes on the compiled entry's arguments still raise the general errors."""
+    import rnnfast
+
+    p = Problem(case, T=3, B=2)
+    w_ih, w_hh, b_ih, b_hh = p.params
+    wrong = {"x": (p.x[0], p.states, p.params),
+             "h0": (p.x, (p.states[0][:, :-1],) + p.states[1:], p.params),
+             "b_hh": (p.x, p.states, (w_ih, w_hh, b_ih, b_hh[:-1])),
+             "w_hh": (p.x, p.states, (w_ih, w_hh[:-1], b_ih, b_hh))}
+    for name, (x, states, params) in wrong.items():
+        with pytest.raises(ValueError, match=name):
+            forward(rnnfast, p.cell, x, states, params, training=False, **p.extra)
+
+
 # ----------------------------------------------------------------------------- lengths
 
 @pytest.mark.parametrize("case", CASES)
