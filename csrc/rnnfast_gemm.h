@@ -15,32 +15,51 @@
 #define RNNFAST_GEMM_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "rnnfast_gates.h"  /* RNNFAST_CLONES, RNNFAST_RESTRICT */
 
 #define RNNFAST_GEMM_MR 6
 
+/* Whether 64-byte vectors are native here (AVX-512): packing transposes blocks in
+ * registers only then; elsewhere the compiler splits each 64-byte shuffle into many
+ * narrower ones, slower than moving one value at a time. */
+static inline int rnnfast_native_64byte_vectors(void)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
 typedef float rnnfast_v16sf __attribute__((vector_size(64)));
 typedef double rnnfast_v8df __attribute__((vector_size(64)));
+typedef int32_t rnnfast_v16si __attribute__((vector_size(64)));
+typedef int64_t rnnfast_v8di __attribute__((vector_size(64)));
 
 #define RNNFAST_REAL float
 #define RNNFAST_VEC rnnfast_v16sf
+#define RNNFAST_IVEC rnnfast_v16si
 #define RNNFAST_VLEN 16
 #define RNNFAST_FN(name) name##_f32
 #include "rnnfast_gemm_impl.h"
 #undef RNNFAST_REAL
 #undef RNNFAST_VEC
+#undef RNNFAST_IVEC
 #undef RNNFAST_VLEN
 #undef RNNFAST_FN
 
 #define RNNFAST_REAL double
 #define RNNFAST_VEC rnnfast_v8df
+#define RNNFAST_IVEC rnnfast_v8di
 #define RNNFAST_VLEN 8
 #define RNNFAST_FN(name) name##_f64
 #include "rnnfast_gemm_impl.h"
 #undef RNNFAST_REAL
 #undef RNNFAST_VEC
+#undef RNNFAST_IVEC
 #undef RNNFAST_VLEN
 #undef RNNFAST_FN
 

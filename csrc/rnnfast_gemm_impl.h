@@ -3,6 +3,7 @@
  * RNNFAST_VLEN (its length) and RNNFAST_FN defined. A panel is two vectors wide. */
 #define REAL RNNFAST_REAL
 #define VEC RNNFAST_VEC
+#define IVEC RNNFAST_IVEC
 #define VLEN RNNFAST_VLEN
 #define NR (2 * VLEN)
 #define MR RNNFAST_GEMM_MR
@@ -14,12 +15,58 @@ static inline size_t FN(packed_size)(ptrdiff_t K, ptrdiff_t N)
     return (size_t)((N + NR - 1) / NR) * (size_t)K * NR;
 }
 
+/* The swap of transpose_block at distance d: lane l of row i takes lane l - d of row
+ * i + d where bit d of l is set, and lane l of row i + d takes lane l + d of row i
+ * where it is clear (as shuffle indices: VLEN + l is lane l of the second vector). */
+#define FROM_LOWER(l, d) (((l) & (d)) ? VLEN + (l) - (d) : (l))
+#define FROM_UPPER(l, d) (((l) & (d)) ? VLEN + (l) : (l) + (d))
+#if VLEN == 16
+#define LANES(F, d) (IVEC){F(0, d), F(1, d), F(2, d), F(3, d), F(4, d), F(5, d), F(6, d), \
+                           F(7, d), F(8, d), F(9, d), F(10, d), F(11, d), F(12, d),    \
+                           F(13, d), F(14, d), F(15, d)}
+#else
+#define LANES(F, d) (IVEC){F(0, d), F(1, d), F(2, d), F(3, d), F(4, d), F(5, d), F(6, d), \
+                           F(7, d)}
+#endif
+
+static inline __attribute__((always_inline)) void
+FN(swap_blocks)(VEC rows[VLEN], int d, const IVEC *from_lower, const IVEC *from_upper)
+{
+    for (int i = 0; i < VLEN; i++) {
+        if (i & d)
+            continue;
+        VEC upper = rows[i], lower = rows[i + d];
+        rows[i] = __builtin_shuffle(upper, lower, *from_lower);
+        rows[i + d] = __builtin_shuffle(upper, lower, *from_upper);
+    }
+}
+
+/* rows[i] <- column i of the VLEN x VLEN block held in rows (row i in rows[i]): the
+ * off-diagonal d x d sub-blocks swap places for d = VLEN/2, ..., 2, 1. */
+static inline __attribute__((always_inline)) void FN(transpose_block)(VEC rows[VLEN])
+{
+#if VLEN == 16
+    const IVEC lower8 = LANES(FROM_LOWER, 8), upper8 = LANES(FROM_UPPER, 8);
+    FN(swap_blocks)(rows, 8, &lower8, &upper8);
+#endif
+    const IVEC lower4 = LANES(FROM_LOWER, 4), upper4 = LANES(FROM_UPPER, 4);
+    const IVEC lower2 = LANES(FROM_LOWER, 2), upper2 = LANES(FROM_UPPER, 2);
+    const IVEC lower1 = LANES(FROM_LOWER, 1), upper1 = LANES(FROM_UPPER, 1);
+    FN(swap_blocks)(rows, 4, &lower4, &upper4);
+    FN(swap_blocks)(rows, 2, &lower2, &upper2);
+    FN(swap_blocks)(rows, 1, &lower1, &upper1);
+}
+#undef LANES
+#undef FROM_UPPER
+#undef FROM_LOWER
+
 /* packed <- B (K, N), element (k, n) at b[k * stride_k + n * stride_n]: so B may be
  * a weight matrix (stride_k = N, stride_n = 1) or its transpose (1, K). Each loop
  * reads B along its contiguous direction; the last panel's columns beyond N are 0. */
-static void FN(pack_panels)(ptrdiff_t K, ptrdiff_t N, const REAL *RNNFAST_RESTRICT b,
-                            ptrdiff_t stride_k, ptrdiff_t stride_n,
-                            REAL *RNNFAST_RESTRICT packed)
+RNNFAST_CLONES static void FN(pack_panels)(ptrdiff_t K, ptrdiff_t N,
+                                           const REAL *RNNFAST_RESTRICT b,
+                                           ptrdiff_t stride_k, ptrdiff_t stride_n,
+                                           REAL *RNNFAST_RESTRICT packed)
 {
     ptrdiff_t panels = (N + NR - 1) / NR;
     if (N % NR)
@@ -32,14 +79,32 @@ static void FN(pack_panels)(ptrdiff_t K, ptrdiff_t N, const REAL *RNNFAST_RESTRI
                 memcpy(packed + ((size_t)p * K + k) * NR, b + k * stride_k + p * NR,
                        (size_t)width * sizeof(REAL));
         }
-    } else {
-        /* columns of B are contiguous: column n goes to lane n % NR of panel n / NR */
-        for (ptrdiff_t n = 0; n < N; n++) {
-            const REAL *column = b + n * stride_n;
-            REAL *lane = packed + (size_t)(n / NR) * K * NR + n % NR;
-            for (ptrdiff_t k = 0; k < K; k++)
-                lane[k * NR] = column[k * stride_k];
+        return;
+    }
+    /* columns of B are contiguous (B = W^T, W row-major): column n goes to lane n % NR
+     * of panel n / NR, VLEN columns x VLEN rows at a time transposed in registers */
+    int blocked = stride_k == 1 && rnnfast_native_64byte_vectors();
+    ptrdiff_t n_blocked = blocked ? N / VLEN * VLEN : 0, k_blocked = K / VLEN * VLEN;
+    for (ptrdiff_t n0 = 0; n0 < n_blocked; n0 += VLEN) {
+        const REAL *columns = b + n0 * stride_n;
+        REAL *lanes = packed + (size_t)(n0 / NR) * K * NR + n0 % NR;
+        for (ptrdiff_t k0 = 0; k0 < k_blocked; k0 += VLEN) {
+            VEC block[VLEN];
+            for (int i = 0; i < VLEN; i++)
+                memcpy(&block[i], columns + i * stride_n + k0, sizeof(VEC));
+            FN(transpose_block)(block);
+            for (int i = 0; i < VLEN; i++)
+                memcpy(lanes + (k0 + i) * NR, &block[i], sizeof(VEC));
         }
+        for (ptrdiff_t k = k_blocked; k < K; k++)
+            for (int i = 0; i < VLEN; i++)
+                lanes[k * NR + i] = columns[i * stride_n + k];
+    }
+    for (ptrdiff_t n = n_blocked; n < N; n++) {
+        const REAL *column = b + n * stride_n;
+        REAL *lane = packed + (size_t)(n / NR) * K * NR + n % NR;
+        for (ptrdiff_t k = 0; k < K; k++)
+            lane[k * NR] = column[k * stride_k];
     }
 }
 
@@ -164,4 +229,5 @@ RNNFAST_CLONES static void FN(gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K
 #undef NR
 #undef VLEN
 #undef VEC
+#undef IVEC
 #undef REAL

@@ -23,6 +23,7 @@ SHAPES = [  # (T, B, D, H)
     (5, 3, 4, 1),
     (33, 5, 6, 7),   # longer than one inference chunk of 32 steps
     (12, 9, 16, 32),
+    (4, 2, 21, 35),  # weights packed in register blocks plus leftover rows and columns
 ]
 
 
