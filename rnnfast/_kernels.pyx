@@ -34,10 +34,13 @@ rows, each running the whole time loop on its own thread (OpenMP) with no
 synchronisation between steps. With one block no OpenMP region is entered at all:
 even a region of one thread costs GNU OpenMP several system calls, a large part of a
 small call's time. Inside the loop the recurrent product uses the
-packed kernel of csrc/rnnfast_gemm.h on W_hh packed once per call. The large GEMMs
-over all steps (the input projection and the weight gradients) go through BLAS,
-their rows split over the same threads, one single-threaded BLAS call each: the
-caller (rnnfast._threads) holds BLAS at one thread while ``parts > 1``.
+packed kernel of csrc/rnnfast_gemm.h on W_hh packed once per call. The input
+projection uses the same kernel on W_ih^T packed once per call where D is small or
+the projection runs in chunks (inference): then each thread projects its own rows
+chunk by chunk, with no barrier between chunks. The other large GEMMs over all steps
+(a wide training projection, the weight gradients) go through BLAS, their rows split
+over the same threads, one single-threaded BLAS call each: the caller
+(rnnfast._threads) holds BLAS at one thread while ``parts > 1``.
 """
 
 cimport numpy as cnp
@@ -238,12 +241,13 @@ cdef void column_sums_split(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld, con
         column_sums(rows, j1 - j0, ld, a + j0, out + j0)
 
 
-cdef floating *pack_input_weights(Py_ssize_t GH, Py_ssize_t D,
-                                  const floating *w_ih) except? NULL:
+cdef floating *pack_input_weights(Py_ssize_t GH, Py_ssize_t D, const floating *w_ih,
+                                  bint chunked) except? NULL:
     """W_ih^T (D, GH) packed for the input projection, or NULL where BLAS does it
-    better: for D up to PACKED_PROJECTION_MAX_D a panel of W_ih^T (D x NR) stays in
-    L1 and the packed kernel beats a BLAS call on these skinny products."""
-    if D > PACKED_PROJECTION_MAX_D:
+    better. The packed kernel wins for D up to PACKED_PROJECTION_MAX_D, where a panel
+    of W_ih^T (D x NR) stays in L1, and wherever the projection runs in ``chunked``
+    calls of a few steps: there BLAS would repack W_ih on every call."""
+    if D > PACKED_PROJECTION_MAX_D and not chunked:
         return NULL
     return pack_weights(GH, D, w_ih, True)
 
@@ -308,6 +312,81 @@ cdef void all_weight_grads(const floating *dG, Py_ssize_t rows, Py_ssize_t GH,
     column_sums_split(rows, GH, GH, dG, db, parts)
 
 
+cdef void project_rows(const floating *x, const floating *packed_w_ih_t, Py_ssize_t first,
+                       Py_ssize_t steps, Py_ssize_t B, Py_ssize_t b0, Py_ssize_t nb,
+                       Py_ssize_t D, Py_ssize_t GH, floating *gates) noexcept nogil:
+    # gates[s, b0:b0+nb] = x[first+s, b0:b0+nb] @ W_ih.T   (nb, GH) for each s < steps
+    cdef Py_ssize_t s
+    cdef floating *gates_s
+    for s in range(steps):
+        gates_s = gates + (s * B + b0) * GH
+        memset(gates_s, 0, nb * GH * sizeof(floating))
+        gemm_packed(nb, GH, D, x + ((first + s) * B + b0) * D, D, packed_w_ih_t, gates_s, GH)
+
+
+cdef inline void forward_rows(int gates_per_unit, bint relu, bint training, Py_ssize_t b0,
+                              Py_ssize_t nb, Py_ssize_t s0, Py_ssize_t steps, Py_ssize_t first,
+                              Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, bint reverse,
+                              floating *hs, floating *cs, floating *gates, floating *hh,
+                              floating *gh_n, const floating *packed, const floating *bias,
+                              const floating *b_hh, const int64_t *lengths) noexcept nogil:
+    """The time loop of one cell: RNN (G = 1), LSTM (4) or GRU (3); see forward_chunks."""
+    if gates_per_unit == 1:
+        rnn_forward_rows(b0, nb, s0, steps, first, T, B, H, reverse, relu, hs, gates, packed,
+                         bias, lengths)
+    elif gates_per_unit == 4:
+        lstm_forward_rows(b0, nb, s0, steps, first, T, B, H, reverse, training, hs, cs, gates,
+                          packed, bias, lengths)
+    else:
+        gru_forward_rows(b0, nb, s0, steps, first, T, B, H, reverse, hs, gates, hh, gh_n,
+                         packed, bias, b_hh, lengths)
+
+
+cdef void forward_chunks(int gates_per_unit, bint relu, bint training, Py_ssize_t T,
+                         Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t K,
+                         const floating *x, const floating *w_ih, const floating *packed_ih,
+                         const floating *packed, const floating *bias, const floating *b_hh,
+                         const int64_t *lengths, bint reverse, floating *hs, floating *cs,
+                         floating *gates, floating *hh, floating *gh_n, int parts) noexcept nogil:
+    """A forward pass over all T steps, K at a time: the input projection of K steps,
+    then their time loop.
+
+    ``bias``: b_ih + b_hh (RNN, LSTM) or b_ih (GRU, with ``b_hh``); ``relu`` for the
+    RNN, ``training`` for the LSTM, ``hh`` and ``gh_n`` for the GRU; see the buffers in
+    the module docstring. With several blocks and a packed W_ih each thread projects
+    its own rows and runs them, every chunk, in one parallel region without a barrier
+    between chunks; otherwise each chunk's projection is split over all rows first.
+    """
+    cdef Py_ssize_t GH = gates_per_unit * H, chunks = (T + K - 1) // K
+    cdef Py_ssize_t chunk, s0, steps, first, part, b0, nb
+    if parts > 1 and packed_ih != NULL:
+        for part in prange(parts, num_threads=parts, schedule="static"):
+            b0 = part_start(part, parts, B)
+            nb = part_start(part + 1, parts, B) - b0
+            for chunk in range(chunks):
+                s0 = chunk * K
+                steps = min(K, T - s0)
+                first = chunk_start(s0, steps, T, reverse)
+                project_rows(x, packed_ih, first, steps, B, b0, nb, D, GH, gates)
+                forward_rows(gates_per_unit, relu, training, b0, nb, s0, steps, first, T, B, H,
+                             reverse, hs, cs, gates, hh, gh_n, packed, bias, b_hh, lengths)
+        return
+    for chunk in range(chunks):
+        s0 = chunk * K
+        steps = min(K, T - s0)
+        first = chunk_start(s0, steps, T, reverse)
+        project_inputs(x, w_ih, packed_ih, first, steps, B, D, GH, gates, parts)
+        if parts == 1:   # one block: no OpenMP region (see the docstring)
+            forward_rows(gates_per_unit, relu, training, 0, B, s0, steps, first, T, B, H,
+                         reverse, hs, cs, gates, hh, gh_n, packed, bias, b_hh, lengths)
+        else:
+            for part in prange(parts, num_threads=parts, schedule="static"):
+                b0 = part_start(part, parts, B)
+                forward_rows(gates_per_unit, relu, training, b0,
+                             part_start(part + 1, parts, B) - b0, s0, steps, first, T, B, H,
+                             reverse, hs, cs, gates, hh, gh_n, packed, bias, b_hh, lengths)
+
+
 # ---------------------------------------------------------------- RNN
 
 cdef void rnn_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssize_t steps,
@@ -331,28 +410,6 @@ cdef void rnn_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssize
     rnnfast_fpmode_exit(fpmode)
 
 
-cdef void rnn_forward_chunks(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
-                             Py_ssize_t K, const floating *x, const floating *w_ih,
-                             const floating *packed_ih, const floating *packed,
-                             const floating *bias, const int64_t *lengths, bint reverse,
-                             bint relu, floating *hs, floating *gates, int parts) noexcept nogil:
-    """All T steps, K at a time: the input projection of K steps, then their time loop."""
-    cdef Py_ssize_t chunk, s0, steps, first, part, b0
-    for chunk in range((T + K - 1) // K):
-        s0 = chunk * K
-        steps = min(K, T - s0)
-        first = chunk_start(s0, steps, T, reverse)
-        project_inputs(x, w_ih, packed_ih, first, steps, B, D, H, gates, parts)
-        if parts == 1:   # one block: no OpenMP region (see the docstring)
-            rnn_forward_rows(0, B, s0, steps, first, T, B, H, reverse, relu, hs, gates,
-                             packed, bias, lengths)
-        else:
-            for part in prange(parts, num_threads=parts, schedule="static"):
-                b0 = part_start(part, parts, B)
-                rnn_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps, first,
-                                 T, B, H, reverse, relu, hs, gates, packed, bias, lengths)
-
-
 def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 const floating[:, ::1] w_ih,     # (H, D)
                 const floating[:, ::1] w_hh,     # (H, H)
@@ -367,11 +424,11 @@ def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
     cdef floating *packed = pack_weights(H, H, &w_hh[0, 0], True)
     cdef floating *packed_ih = NULL
     try:
-        packed_ih = pack_input_weights(H, D, &w_ih[0, 0])
+        packed_ih = pack_input_weights(H, D, &w_ih[0, 0], gates.shape[0] < T)
         with nogil:
-            rnn_forward_chunks(T, B, D, H, gates.shape[0], &x[0, 0, 0], &w_ih[0, 0], packed_ih,
-                               packed, &bias[0], lengths_ptr(lengths), reverse, relu,
-                               &hs[0, 0, 0], &gates[0, 0, 0], parts)
+            forward_chunks(1, relu, False, T, B, D, H, gates.shape[0], &x[0, 0, 0], &w_ih[0, 0],
+                           packed_ih, packed, &bias[0], NULL, lengths_ptr(lengths), reverse,
+                           &hs[0, 0, 0], NULL, &gates[0, 0, 0], NULL, NULL, parts)
     finally:
         free(packed)
         free(packed_ih)
@@ -469,30 +526,6 @@ cdef void lstm_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssiz
     rnnfast_fpmode_exit(fpmode)
 
 
-cdef void lstm_forward_chunks(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
-                              Py_ssize_t K, const floating *x, const floating *w_ih,
-                              const floating *packed_ih, const floating *packed,
-                              const floating *bias, const int64_t *lengths, bint reverse,
-                              bint training, floating *hs, floating *cs, floating *gates,
-                              int parts) noexcept nogil:
-    """All T steps, K at a time: the input projection of K steps, then their time loop."""
-    cdef Py_ssize_t chunk, s0, steps, first, part, b0
-    for chunk in range((T + K - 1) // K):
-        s0 = chunk * K
-        steps = min(K, T - s0)
-        first = chunk_start(s0, steps, T, reverse)
-        project_inputs(x, w_ih, packed_ih, first, steps, B, D, 4 * H, gates, parts)
-        if parts == 1:   # one block: no OpenMP region (see the docstring)
-            lstm_forward_rows(0, B, s0, steps, first, T, B, H, reverse, training, hs, cs,
-                              gates, packed, bias, lengths)
-        else:
-            for part in prange(parts, num_threads=parts, schedule="static"):
-                b0 = part_start(part, parts, B)
-                lstm_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps, first,
-                                  T, B, H, reverse, training, hs, cs, gates, packed, bias,
-                                  lengths)
-
-
 def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
                  const floating[:, ::1] w_ih,    # (4H, D)
                  const floating[:, ::1] w_hh,    # (4H, H)
@@ -508,11 +541,12 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
     cdef floating *packed = pack_weights(4 * H, H, &w_hh[0, 0], True)
     cdef floating *packed_ih = NULL
     try:
-        packed_ih = pack_input_weights(4 * H, D, &w_ih[0, 0])
+        packed_ih = pack_input_weights(4 * H, D, &w_ih[0, 0], gates.shape[0] < T)
         with nogil:
-            lstm_forward_chunks(T, B, D, H, gates.shape[0], &x[0, 0, 0], &w_ih[0, 0],
-                                packed_ih, packed, &bias[0], lengths_ptr(lengths), reverse,
-                                training, &hs[0, 0, 0], &cs[0, 0, 0], &gates[0, 0, 0], parts)
+            forward_chunks(4, False, training, T, B, D, H, gates.shape[0], &x[0, 0, 0],
+                           &w_ih[0, 0], packed_ih, packed, &bias[0], NULL, lengths_ptr(lengths),
+                           reverse, &hs[0, 0, 0], &cs[0, 0, 0], &gates[0, 0, 0], NULL, NULL,
+                           parts)
     finally:
         free(packed)
         free(packed_ih)
@@ -608,31 +642,6 @@ cdef void gru_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssize
     rnnfast_fpmode_exit(fpmode)
 
 
-cdef void gru_forward_chunks(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
-                             Py_ssize_t K, const floating *x, const floating *w_ih,
-                             const floating *packed_ih, const floating *packed,
-                             const floating *b_ih, const floating *b_hh,
-                             const int64_t *lengths, bint reverse, floating *hs,
-                             floating *gates, floating *hh, floating *gh_n,
-                             int parts) noexcept nogil:
-    """All T steps, K at a time: the input projection of K steps, then their time loop."""
-    cdef Py_ssize_t chunk, s0, steps, first, part, b0
-    for chunk in range((T + K - 1) // K):
-        s0 = chunk * K
-        steps = min(K, T - s0)
-        first = chunk_start(s0, steps, T, reverse)
-        project_inputs(x, w_ih, packed_ih, first, steps, B, D, 3 * H, gates, parts)
-        if parts == 1:   # one block: no OpenMP region (see the docstring)
-            gru_forward_rows(0, B, s0, steps, first, T, B, H, reverse, hs, gates, hh, gh_n,
-                             packed, b_ih, b_hh, lengths)
-        else:
-            for part in prange(parts, num_threads=parts, schedule="static"):
-                b0 = part_start(part, parts, B)
-                gru_forward_rows(b0, part_start(part + 1, parts, B) - b0, s0, steps, first,
-                                 T, B, H, reverse, hs, gates, hh, gh_n, packed, b_ih, b_hh,
-                                 lengths)
-
-
 def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 const floating[:, ::1] w_ih,     # (3H, D)
                 const floating[:, ::1] w_hh,     # (3H, H)
@@ -650,12 +659,12 @@ def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
     cdef floating *packed = pack_weights(3 * H, H, &w_hh[0, 0], True)
     cdef floating *packed_ih = NULL
     try:
-        packed_ih = pack_input_weights(3 * H, D, &w_ih[0, 0])
+        packed_ih = pack_input_weights(3 * H, D, &w_ih[0, 0], gates.shape[0] < T)
         with nogil:
-            gru_forward_chunks(T, B, D, H, gates.shape[0], &x[0, 0, 0], &w_ih[0, 0], packed_ih,
-                               packed, &b_ih[0], &b_hh[0], lengths_ptr(lengths), reverse,
-                               &hs[0, 0, 0], &gates[0, 0, 0], &hh[0, 0],
-                               <floating *>optional_ptr(gh_n), parts)
+            forward_chunks(3, False, False, T, B, D, H, gates.shape[0], &x[0, 0, 0], &w_ih[0, 0],
+                           packed_ih, packed, &b_ih[0], &b_hh[0], lengths_ptr(lengths), reverse,
+                           &hs[0, 0, 0], NULL, &gates[0, 0, 0], &hh[0, 0],
+                           <floating *>optional_ptr(gh_n), parts)
     finally:
         free(packed)
         free(packed_ih)
@@ -792,25 +801,19 @@ cdef int run_inference(int gates_per_unit, bint relu, bint reverse, Py_ssize_t T
         raise MemoryError("cannot allocate the bias and workspace buffers")
     try:
         packed = pack_weights(GH, H, w_hh, True)
-        packed_ih = pack_input_weights(GH, D, w_ih)
+        packed_ih = pack_input_weights(GH, D, w_ih, K < T)
         with nogil:
             copy_or_zero(scratch, b_ih, GH)
             copy_or_zero(scratch + GH, b_hh, GH)
             copy_or_zero(hs + (T * B * H if reverse else 0), h0, B * H)
-            if gates_per_unit == 3:
-                gru_forward_chunks(T, B, D, H, K, x, w_ih, packed_ih, packed, scratch,
-                                   scratch + GH, NULL, reverse, hs, gates, scratch + 2 * GH,
-                                   <floating *>NULL, 1)
-            else:
+            if gates_per_unit != 3:
                 for j in range(GH):   # the two biases act as one: b = b_ih + b_hh
                     scratch[j] += scratch[GH + j]
-                if gates_per_unit == 4:
-                    copy_or_zero(cs, c0, B * H)
-                    lstm_forward_chunks(T, B, D, H, K, x, w_ih, packed_ih, packed, scratch,
-                                        NULL, reverse, False, hs, cs, gates, 1)
-                else:
-                    rnn_forward_chunks(T, B, D, H, K, x, w_ih, packed_ih, packed, scratch,
-                                       NULL, reverse, relu, hs, gates, 1)
+            if gates_per_unit == 4:
+                copy_or_zero(cs, c0, B * H)
+            forward_chunks(gates_per_unit, relu, False, T, B, D, H, K, x, w_ih, packed_ih,
+                           packed, scratch, scratch + GH, NULL, reverse, hs, cs, gates,
+                           scratch + 2 * GH, NULL, 1)
     finally:
         free(packed)
         free(packed_ih)
@@ -819,7 +822,8 @@ cdef int run_inference(int gates_per_unit, bint relu, bint reverse, Py_ssize_t T
 
 
 def forward_inference(int gates_per_unit, bint relu, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                      bint reverse, Py_ssize_t chunk_steps, batch_parts):
+                      bint reverse, Py_ssize_t chunk_steps, Py_ssize_t chunk_bytes,
+                      batch_parts):
     """A whole ``training=False`` forward call (RNN: G = 1, LSTM: 4, GRU: 3) without
     lengths, for arguments that need no conversion: every array an ndarray of the
     dtype of ``w_ih`` (float32 or float64), C-contiguous, of the right shape, with
@@ -854,7 +858,9 @@ def forward_inference(int gates_per_unit, bint relu, x, h0, c0, w_ih, w_hh, b_ih
     if batch_parts(B, T * B * GH * (D + H)) != 1:
         return None
 
-    cdef Py_ssize_t K = min(T, chunk_steps)
+    # steps per input projection: chunk_steps at most, and chunk_bytes of gates
+    cdef Py_ssize_t K = max(1, min(T, chunk_steps,
+                                   chunk_bytes // (B * GH * cnp.PyArray_ITEMSIZE(<cnp.ndarray>w_ih))))
     cdef cnp.npy_intp hs_shape[3]
     hs_shape[:] = [T + 1, B, H]
     cdef cnp.ndarray hs = cnp.PyArray_EMPTY(3, hs_shape, typenum, 0)

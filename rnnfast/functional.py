@@ -7,8 +7,9 @@ features, H = hidden units, G = stacked gates (RNN 1, LSTM 4, GRU 3).
 Memory: training keeps, per step, the hidden state and the activated gates
 (LSTM: also the cell state; GRU: also ``h W_hn^T + b_hn``); backward overwrites
 the gates with their gradients, so a cache serves one backward call. With
-``training=False`` nothing is kept: the input projection runs in chunks of
-``INFERENCE_CHUNK_STEPS`` steps, so the memory beyond the outputs is O(B*H).
+``training=False`` nothing is kept: the input projection runs in chunks of at most
+``INFERENCE_CHUNK_STEPS`` steps and ``INFERENCE_CHUNK_BYTES``, so the memory beyond
+the outputs is O(B*H) and a chunk's gates are still in cache when its steps read them.
 
 Fast path: a ``training=False`` call without lengths whose arrays are already
 C-contiguous ndarrays of the parameters' dtype, small enough for one thread, goes
@@ -29,6 +30,7 @@ __all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
 
 IMPL = "rnnfast"
 INFERENCE_CHUNK_STEPS = 32
+INFERENCE_CHUNK_BYTES = 512 * 1024
 _MAX_ROWS = 2**31 - 1  # BLAS takes int sizes: T*B rows at most
 
 
@@ -63,13 +65,13 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, nonlinearity="tanh", lengths=N
     if not training and lengths is None and nonlinearity in _checks.NONLINEARITIES:
         done = _kernels.forward_inference(1, nonlinearity == "relu", x, h0, None, w_ih, w_hh,
                                           b_ih, b_hh, reverse, INFERENCE_CHUNK_STEPS,
-                                          batch_parts)
+                                          INFERENCE_CHUNK_BYTES, batch_parts)
         if done is not None:
             return done[0], done[1], None
     a = _checks.forward_args("rnn", x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity)
     hs = _state_buffer(a, a.h0, reverse)
     if _has_steps(a):
-        gates = np.empty((_chunk_steps(a.T, False), a.B, a.H), a.dtype)
+        gates = np.empty((_chunk_steps(a, 1, False), a.B, a.H), a.dtype)
         parts = _batch_parts(a, 1)
         with single_threaded_blas(parts):
             _kernels.rnn_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
@@ -131,7 +133,8 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=Fal
     """
     if not training and lengths is None:
         done = _kernels.forward_inference(4, False, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                                          reverse, INFERENCE_CHUNK_STEPS, batch_parts)
+                                          reverse, INFERENCE_CHUNK_STEPS, INFERENCE_CHUNK_BYTES,
+                                          batch_parts)
         if done is not None:
             return done + (None,)
     a = _checks.forward_args("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
@@ -141,7 +144,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=Fal
     else:
         cs = np.empty((2, a.B, a.H), a.dtype)  # c_{t-1} and c_t, used in turn
         cs[0] = a.c0
-    gates = np.empty((_chunk_steps(a.T, training), a.B, 4 * a.H), a.dtype)
+    gates = np.empty((_chunk_steps(a, 4, training), a.B, 4 * a.H), a.dtype)
     if _has_steps(a):
         parts = _batch_parts(a, 4)
         with single_threaded_blas(parts):
@@ -197,12 +200,13 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False,
     """
     if not training and lengths is None:
         done = _kernels.forward_inference(3, False, x, h0, None, w_ih, w_hh, b_ih, b_hh,
-                                          reverse, INFERENCE_CHUNK_STEPS, batch_parts)
+                                          reverse, INFERENCE_CHUNK_STEPS, INFERENCE_CHUNK_BYTES,
+                                          batch_parts)
         if done is not None:
             return done[0], done[1], None
     a = _checks.forward_args("gru", x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths)
     hs = _state_buffer(a, a.h0, reverse)
-    gates = np.empty((_chunk_steps(a.T, training), a.B, 3 * a.H), a.dtype)
+    gates = np.empty((_chunk_steps(a, 3, training), a.B, 3 * a.H), a.dtype)
     gh_n = np.empty((a.T, a.B, a.H), a.dtype) if training else None
     if _has_steps(a):
         hh = np.empty((a.B, 3 * a.H), a.dtype)
@@ -255,10 +259,15 @@ def _batch_parts(a, gates):
     return batch_parts(a.B, a.T * a.B * gates * a.H * (a.D + a.H))
 
 
-def _chunk_steps(T, training):
+def _chunk_steps(a, gates, training):
     """Steps per input-projection GEMM: all of them in training (the buffer keeps the
-    gates), else chunks that bound the workspace."""
-    return max(1, T if training else min(T, INFERENCE_CHUNK_STEPS))
+    gates), else chunks of at most INFERENCE_CHUNK_STEPS steps and
+    INFERENCE_CHUNK_BYTES of gates, which bound the workspace and keep it in cache
+    between the projection that writes it and the steps that read it."""
+    if training:
+        return max(1, a.T)
+    step_bytes = a.B * gates * a.H * a.dtype.itemsize
+    return max(1, min(a.T, INFERENCE_CHUNK_STEPS, INFERENCE_CHUNK_BYTES // max(1, step_bytes)))
 
 
 def _state_buffer(a, initial, reverse):
