@@ -21,6 +21,7 @@
 #include "rnnfast_gates.h"  /* RNNFAST_CLONES, RNNFAST_RESTRICT */
 
 #define RNNFAST_GEMM_MR 6
+#define RNNFAST_GEMV_PANELS 4  /* panels per pass of the one-row product */
 
 /* Whether 64-byte vectors are native here (AVX-512): packing transposes blocks in
  * registers only then; elsewhere the compiler splits each 64-byte shuffle into many

@@ -24,6 +24,7 @@ SHAPES = [  # (T, B, D, H)
     (33, 5, 6, 7),   # longer than one inference chunk of 32 steps
     (12, 9, 16, 32),
     (4, 2, 21, 35),  # weights packed in register blocks plus leftover rows and columns
+    (5, 1, 9, 40),   # a batch of one against 2 to 5 panels of weights (the one-row product)
 ]
 
 
