@@ -108,25 +108,29 @@ RNNFAST_CLONES static void FN(pack_panels)(ptrdiff_t K, ptrdiff_t N,
     }
 }
 
-/* C[0:rows, 0:cols] += acc[0:rows] (each row two vectors, NR values). */
+/* C[0:rows, 0:cols] += acc[0:rows] (each row two vectors, NR values), or = acc
+ * where not ``accumulate``. */
 static inline __attribute__((always_inline)) void
-FN(gemm_store)(int rows, VEC acc[][2], REAL *c, ptrdiff_t ldc, ptrdiff_t cols)
+FN(gemm_store)(int rows, VEC acc[][2], REAL *c, ptrdiff_t ldc, ptrdiff_t cols, int accumulate)
 {
     for (int r = 0; r < rows; r++) {
         REAL *c_r = c + r * ldc;
         if (cols == NR) {
-            VEC c0, c1;
-            memcpy(&c0, c_r, sizeof(VEC));
-            memcpy(&c1, c_r + VLEN, sizeof(VEC));
-            c0 += acc[r][0];
-            c1 += acc[r][1];
+            VEC c0 = acc[r][0], c1 = acc[r][1];
+            if (accumulate) {
+                VEC old0, old1;
+                memcpy(&old0, c_r, sizeof(VEC));
+                memcpy(&old1, c_r + VLEN, sizeof(VEC));
+                c0 += old0;
+                c1 += old1;
+            }
             memcpy(c_r, &c0, sizeof(VEC));
             memcpy(c_r + VLEN, &c1, sizeof(VEC));
         } else {
             REAL sums[NR];
             memcpy(sums, acc[r], sizeof(sums));
             for (ptrdiff_t j = 0; j < cols; j++)
-                c_r[j] += sums[j];
+                c_r[j] = accumulate ? c_r[j] + sums[j] : sums[j];
         }
     }
 }
@@ -134,7 +138,7 @@ FN(gemm_store)(int rows, VEC acc[][2], REAL *c, ptrdiff_t ldc, ptrdiff_t cols)
 /* C[0:rows, 0:cols] += A[0:rows, :] (rows, K) @ panel (K, NR), rows <= MR. */
 static inline __attribute__((always_inline)) void
 FN(gemm_block)(int rows, ptrdiff_t K, const REAL *a, ptrdiff_t lda, const REAL *panel,
-               REAL *c, ptrdiff_t ldc, ptrdiff_t cols)
+               REAL *c, ptrdiff_t ldc, ptrdiff_t cols, int accumulate)
 {
     VEC acc[MR][2];
     for (int r = 0; r < rows; r++) {
@@ -151,7 +155,7 @@ FN(gemm_block)(int rows, ptrdiff_t K, const REAL *a, ptrdiff_t lda, const REAL *
             acc[r][1] += a_rk * w1;
         }
     }
-    FN(gemm_store)(rows, acc, c, ldc, cols);
+    FN(gemm_store)(rows, acc, c, ldc, cols, accumulate);
 }
 
 /* gemm_block for one or two rows (a batch of one or two, as in streaming or small
@@ -159,7 +163,7 @@ FN(gemm_block)(int rows, ptrdiff_t K, const REAL *a, ptrdiff_t lda, const REAL *
  * latency at every k, so the sum over k runs in 4 / rows interleaved chains. */
 static inline __attribute__((always_inline)) void
 FN(gemm_block_few)(int rows, ptrdiff_t K, const REAL *a, ptrdiff_t lda, const REAL *panel,
-                   REAL *c, ptrdiff_t ldc, ptrdiff_t cols)
+                   REAL *c, ptrdiff_t ldc, ptrdiff_t cols, int accumulate)
 {
     enum { MAX_CHAINS = 4 };
     const int chains = MAX_CHAINS / rows;
@@ -196,7 +200,7 @@ FN(gemm_block_few)(int rows, ptrdiff_t K, const REAL *a, ptrdiff_t lda, const RE
             acc[0][r][0] += acc[ch][r][0];
             acc[0][r][1] += acc[ch][r][1];
         }
-    FN(gemm_store)(rows, acc[0], c, ldc, cols);
+    FN(gemm_store)(rows, acc[0], c, ldc, cols, accumulate);
 }
 
 /* C[0, p0*NR : p0*NR + panels*NR] += a (1, K) @ panels p0 .. p0+panels-1: one row
@@ -204,7 +208,7 @@ FN(gemm_block_few)(int rows, ptrdiff_t K, const REAL *a, ptrdiff_t lda, const RE
  * broadcast once for all of them. */
 static inline __attribute__((always_inline)) void
 FN(gemv_panels)(int panels, ptrdiff_t K, const REAL *a, const REAL *packed, ptrdiff_t p0,
-                REAL *c, ptrdiff_t N)
+                REAL *c, ptrdiff_t N, int accumulate)
 {
     VEC acc[RNNFAST_GEMV_PANELS][2];
     const REAL *first = packed + (size_t)p0 * K * NR;
@@ -224,38 +228,39 @@ FN(gemv_panels)(int panels, ptrdiff_t K, const REAL *a, const REAL *packed, ptrd
     }
     for (int g = 0; g < panels; g++) {
         ptrdiff_t column = (p0 + g) * NR;
-        FN(gemm_store)(1, &acc[g], c + column, 0, N - column < NR ? N - column : NR);
+        FN(gemm_store)(1, &acc[g], c + column, 0, N - column < NR ? N - column : NR,
+                       accumulate);
     }
 }
 
 /* C (1, N) += a (1, K) @ B (K, N) for a packed B small enough to stay in L1 (see
  * gemm_packed). */
 RNNFAST_CLONES static void FN(gemv_packed)(ptrdiff_t N, ptrdiff_t K, const REAL *a,
-                                           const REAL *packed, REAL *c)
+                                           const REAL *packed, REAL *c, int accumulate)
 {
     ptrdiff_t panels = (N + NR - 1) / NR, p = 0;
     for (; p + RNNFAST_GEMV_PANELS <= panels; p += RNNFAST_GEMV_PANELS)
-        FN(gemv_panels)(RNNFAST_GEMV_PANELS, K, a, packed, p, c, N);
+        FN(gemv_panels)(RNNFAST_GEMV_PANELS, K, a, packed, p, c, N, accumulate);
     switch (panels - p) {  /* constant panel counts, so each unrolls */
-    case 3: FN(gemv_panels)(3, K, a, packed, p, c, N); break;
-    case 2: FN(gemv_panels)(2, K, a, packed, p, c, N); break;
-    case 1: FN(gemv_panels)(1, K, a, packed, p, c, N); break;
+    case 3: FN(gemv_panels)(3, K, a, packed, p, c, N, accumulate); break;
+    case 2: FN(gemv_panels)(2, K, a, packed, p, c, N, accumulate); break;
+    case 1: FN(gemv_panels)(1, K, a, packed, p, c, N, accumulate); break;
     default: break;
     }
 }
 
-/* C (M, N) += A (M, K) @ B (K, N), B given as packed panels (see pack_panels).
- * Row-major with leading dimensions lda and ldc. */
-RNNFAST_CLONES static void FN(gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                                           const REAL *a, ptrdiff_t lda,
-                                           const REAL *packed, REAL *c, ptrdiff_t ldc)
+/* C (M, N) += A (M, K) @ B (K, N), or C = A @ B where not ``accumulate``, B given as
+ * packed panels (see pack_panels). Row-major with leading dimensions lda and ldc. */
+static inline __attribute__((always_inline)) void
+FN(gemm_packed_body)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const REAL *a, ptrdiff_t lda,
+                     const REAL *packed, REAL *c, ptrdiff_t ldc, int accumulate)
 {
     /* One row (a batch of one) on two or more panels that fit in L1 (32 KiB):
      * gemv_packed broadcasts each a[k] once for up to four panels; measured 15-20 %
      * faster there. One panel needs the split chains of gemm_block_few to hide the
      * FMA latency, and from L2 the row-block order below keeps up better. */
     if (M == 1 && N > NR && FN(packed_size)(K, N) * sizeof(REAL) <= 32768) {
-        FN(gemv_packed)(N, K, a, packed, c);
+        FN(gemv_packed)(N, K, a, packed, c, accumulate);
         return;
     }
     /* Row blocks outermost: a block of A (MR x K) stays in L1 while the panels stream
@@ -265,7 +270,8 @@ RNNFAST_CLONES static void FN(gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K
     for (; m + MR <= M; m += MR)
         for (ptrdiff_t p = 0; p * NR < N; p++)
             FN(gemm_block)(MR, K, a + m * lda, lda, packed + (size_t)p * K * NR,
-                           c + m * ldc + p * NR, ldc, N - p * NR < NR ? N - p * NR : NR);
+                           c + m * ldc + p * NR, ldc, N - p * NR < NR ? N - p * NR : NR,
+                           accumulate);
     if (m == M)
         return;
     const REAL *a_rest = a + m * lda;
@@ -274,14 +280,30 @@ RNNFAST_CLONES static void FN(gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K
         const REAL *panel = packed + (size_t)p * K * NR;
         REAL *c_rest = c + m * ldc + p * NR;
         switch (M - m) {  /* the last rows, with constant row counts so each unrolls */
-        case 5: FN(gemm_block)(5, K, a_rest, lda, panel, c_rest, ldc, cols); break;
-        case 4: FN(gemm_block)(4, K, a_rest, lda, panel, c_rest, ldc, cols); break;
-        case 3: FN(gemm_block)(3, K, a_rest, lda, panel, c_rest, ldc, cols); break;
-        case 2: FN(gemm_block_few)(2, K, a_rest, lda, panel, c_rest, ldc, cols); break;
-        case 1: FN(gemm_block_few)(1, K, a_rest, lda, panel, c_rest, ldc, cols); break;
+        case 5: FN(gemm_block)(5, K, a_rest, lda, panel, c_rest, ldc, cols, accumulate); break;
+        case 4: FN(gemm_block)(4, K, a_rest, lda, panel, c_rest, ldc, cols, accumulate); break;
+        case 3: FN(gemm_block)(3, K, a_rest, lda, panel, c_rest, ldc, cols, accumulate); break;
+        case 2: FN(gemm_block_few)(2, K, a_rest, lda, panel, c_rest, ldc, cols, accumulate); break;
+        case 1: FN(gemm_block_few)(1, K, a_rest, lda, panel, c_rest, ldc, cols, accumulate); break;
         default: break;
         }
     }
+}
+
+/* C (M, N) += A (M, K) @ B (K, N), B given as packed panels. */
+RNNFAST_CLONES static void FN(gemm_packed)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                                           const REAL *a, ptrdiff_t lda,
+                                           const REAL *packed, REAL *c, ptrdiff_t ldc)
+{
+    FN(gemm_packed_body)(M, N, K, a, lda, packed, c, ldc, 1);
+}
+
+/* C (M, N) = A (M, K) @ B (K, N): gemm_packed writing C without reading it. */
+RNNFAST_CLONES static void FN(gemm_packed_set)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                                               const REAL *a, ptrdiff_t lda,
+                                               const REAL *packed, REAL *c, ptrdiff_t ldc)
+{
+    FN(gemm_packed_body)(M, N, K, a, lda, packed, c, ldc, 0);
 }
 
 #undef FN

@@ -135,6 +135,15 @@ cdef inline void gemm_packed(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const flo
         gemm_packed_f64(M, N, K, a, lda, packed, c, ldc)
 
 
+cdef inline void gemm_packed_set(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const floating *a,
+                                 Py_ssize_t lda, const floating *packed, floating *c,
+                                 Py_ssize_t ldc) noexcept nogil:
+    if floating is float:
+        gemm_packed_set_f32(M, N, K, a, lda, packed, c, ldc)
+    else:
+        gemm_packed_set_f64(M, N, K, a, lda, packed, c, ldc)
+
+
 cdef inline void add_active_rows(Py_ssize_t B, Py_ssize_t H, const floating *src,
                                  floating *dst, const int64_t *lengths,
                                  int64_t t) noexcept nogil:
@@ -263,14 +272,13 @@ cdef void project_inputs(const floating *x, const floating *w_ih,
         gemm_split_rows(NoTrans, Trans, rows, GH, D, x_first, D, w_ih, D, gates, GH, parts)
         return
     if parts == 1:
-        memset(gates, 0, rows * GH * sizeof(floating))
-        gemm_packed(rows, GH, D, x_first, D, packed_w_ih_t, gates, GH)
+        gemm_packed_set(rows, GH, D, x_first, D, packed_w_ih_t, gates, GH)
         return
     for part in prange(parts, num_threads=parts, schedule="static"):
         m0 = part_start(part, parts, rows)
         m1 = part_start(part + 1, parts, rows)
-        memset(gates + m0 * GH, 0, (m1 - m0) * GH * sizeof(floating))
-        gemm_packed(m1 - m0, GH, D, x_first + m0 * D, D, packed_w_ih_t, gates + m0 * GH, GH)
+        gemm_packed_set(m1 - m0, GH, D, x_first + m0 * D, D, packed_w_ih_t, gates + m0 * GH,
+                        GH)
 
 
 cdef void add_recurrent_grad(Py_ssize_t nb, Py_ssize_t H, Py_ssize_t GH, const floating *dG_t,
@@ -282,8 +290,7 @@ cdef void add_recurrent_grad(Py_ssize_t nb, Py_ssize_t H, Py_ssize_t GH, const f
     if lengths == NULL:
         gemm_packed(nb, H, GH, dG_t, GH, packed_w_hh, dh, H)
     else:
-        memset(scratch, 0, nb * H * sizeof(floating))
-        gemm_packed(nb, H, GH, dG_t, GH, packed_w_hh, scratch, H)
+        gemm_packed_set(nb, H, GH, dG_t, GH, packed_w_hh, scratch, H)
         add_active_rows(nb, H, scratch, dh, lengths, t)
 
 
@@ -317,11 +324,9 @@ cdef void project_rows(const floating *x, const floating *packed_w_ih_t, Py_ssiz
                        Py_ssize_t D, Py_ssize_t GH, floating *gates) noexcept nogil:
     # gates[s, b0:b0+nb] = x[first+s, b0:b0+nb] @ W_ih.T   (nb, GH) for each s < steps
     cdef Py_ssize_t s
-    cdef floating *gates_s
     for s in range(steps):
-        gates_s = gates + (s * B + b0) * GH
-        memset(gates_s, 0, nb * GH * sizeof(floating))
-        gemm_packed(nb, GH, D, x + ((first + s) * B + b0) * D, D, packed_w_ih_t, gates_s, GH)
+        gemm_packed_set(nb, GH, D, x + ((first + s) * B + b0) * D, D, packed_w_ih_t,
+                        gates + (s * B + b0) * GH, GH)
 
 
 cdef inline void forward_rows(int gates_per_unit, bint relu, bint training, Py_ssize_t b0,
@@ -633,8 +638,7 @@ cdef void gru_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssize
         t = T - 1 - s if reverse else s
         h_prev = hs + ((t + prev) * B + b0) * H
         # hh = h_{t-1} @ W_hh.T               (nb, 3H)
-        memset(hh_rows, 0, nb * 3 * H * sizeof(floating))
-        gemm_packed(nb, 3 * H, H, h_prev, H, packed_w_hh_t, hh_rows, 3 * H)
+        gemm_packed_set(nb, 3 * H, H, h_prev, H, packed_w_hh_t, hh_rows, 3 * H)
         gru_step_forward(nb, H, gates + ((t - first) * B + b0) * 3 * H, hh_rows, b_ih, b_hh,
                          NULL if gh_n == NULL else gh_n + (t * B + b0) * H, h_prev,
                          hs + ((t + out) * B + b0) * H,
@@ -859,8 +863,8 @@ def forward_inference(int gates_per_unit, bint relu, x, h0, c0, w_ih, w_hh, b_ih
         return None
 
     # steps per input projection: chunk_steps at most, and chunk_bytes of gates
-    cdef Py_ssize_t K = max(1, min(T, chunk_steps,
-                                   chunk_bytes // (B * GH * cnp.PyArray_ITEMSIZE(<cnp.ndarray>w_ih))))
+    cdef Py_ssize_t step_bytes = B * GH * cnp.PyArray_ITEMSIZE(<cnp.ndarray>w_ih)
+    cdef Py_ssize_t K = max(1, min(T, chunk_steps, chunk_bytes // step_bytes))
     cdef cnp.npy_intp hs_shape[3]
     hs_shape[:] = [T + 1, B, H]
     cdef cnp.ndarray hs = cnp.PyArray_EMPTY(3, hs_shape, typenum, 0)
