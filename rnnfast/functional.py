@@ -62,10 +62,9 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, nonlinearity="tanh", lengths=N
     h_T : ndarray of shape (B, H), the state after each sequence's last valid step
     cache : Cache for ``rnn_backward``, or None
     """
-    if not training and lengths is None and nonlinearity in _checks.NONLINEARITIES:
-        done = _kernels.forward_inference(1, nonlinearity == "relu", x, h0, None, w_ih, w_hh,
-                                          b_ih, b_hh, reverse, INFERENCE_CHUNK_STEPS,
-                                          INFERENCE_CHUNK_BYTES, batch_parts)
+    if nonlinearity in _checks.NONLINEARITIES:
+        done = _compiled_inference(1, nonlinearity == "relu", x, h0, None, w_ih, w_hh, b_ih,
+                                   b_hh, lengths, reverse, training)
         if done is not None:
             return done[0], done[1], None
     a = _checks.forward_args("rnn", x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity)
@@ -131,12 +130,10 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=Fal
     h_T, c_T : ndarrays of shape (B, H)
     cache : Cache for ``lstm_backward``, or None
     """
-    if not training and lengths is None:
-        done = _kernels.forward_inference(4, False, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                                          reverse, INFERENCE_CHUNK_STEPS, INFERENCE_CHUNK_BYTES,
-                                          batch_parts)
-        if done is not None:
-            return done + (None,)
+    done = _compiled_inference(4, False, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse,
+                               training)
+    if done is not None:
+        return done + (None,)
     a = _checks.forward_args("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
     hs = _state_buffer(a, a.h0, reverse)
     if training:
@@ -198,12 +195,10 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False,
     h_T : ndarray of shape (B, H)
     cache : Cache for ``gru_backward``, or None
     """
-    if not training and lengths is None:
-        done = _kernels.forward_inference(3, False, x, h0, None, w_ih, w_hh, b_ih, b_hh,
-                                          reverse, INFERENCE_CHUNK_STEPS, INFERENCE_CHUNK_BYTES,
-                                          batch_parts)
-        if done is not None:
-            return done[0], done[1], None
+    done = _compiled_inference(3, False, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, reverse,
+                               training)
+    if done is not None:
+        return done[0], done[1], None
     a = _checks.forward_args("gru", x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths)
     hs = _state_buffer(a, a.h0, reverse)
     gates = np.empty((_chunk_steps(a, 3, training), a.B, 3 * a.H), a.dtype)
@@ -246,6 +241,16 @@ def gru_backward(dy, dh_T, cache):
 
 
 # ----------------------------------------------------------------------------- buffers
+
+def _compiled_inference(gates, relu, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse,
+                        training):
+    """``(y, h_T, c_T)`` from the compiled entry for a small ``training=False`` call
+    without lengths whose arrays need no conversion, else None (module docstring)."""
+    if training or lengths is not None:
+        return None
+    return _kernels.forward_inference(gates, relu, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse,
+                                      INFERENCE_CHUNK_STEPS, INFERENCE_CHUNK_BYTES, batch_parts)
+
 
 def _has_steps(a):
     """False for the empty cases T == 0 or B == 0, where no kernel runs."""
