@@ -237,6 +237,39 @@ cdef void gemm_split_rows(BLAS_Trans trans_a, BLAS_Trans trans_b, Py_ssize_t m, 
              a + (m0 if trans_a == Trans else m0 * lda), lda, b, ldb, 0, c + m0 * ldc, ldc)
 
 
+cdef void gemm_sum_over_rows(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *a,
+                             Py_ssize_t lda, const floating *b, Py_ssize_t ldb, floating *c,
+                             Py_ssize_t ldc, int parts) noexcept nogil:
+    """C = A^T B (m, n) for A (k, m) and B (k, n): a weight gradient, summed over all
+    k rows of the steps. The rows are split into ``parts`` ranges computed in parallel,
+    so that each thread's BLAS call packs only its own rows of A and B (split by the
+    rows of C, every thread would pack all of B); the partial sums of parts 1, 2, ...
+    go to a scratch buffer and are added into C after."""
+    cdef Py_ssize_t part, q, i, j, r0, r1
+    cdef floating *partial = NULL
+    cdef const floating *src
+    if parts > 1:
+        partial = <floating *>malloc((parts - 1) * m * n * sizeof(floating))
+    if parts == 1 or partial == NULL:   # no scratch: split the rows of C instead
+        gemm_split_rows(Trans, NoTrans, m, n, k, a, lda, b, ldb, c, ldc, parts)
+        return
+    for part in prange(parts, num_threads=parts, schedule="static"):
+        r0 = part_start(part, parts, k)
+        r1 = part_start(part + 1, parts, k)
+        if part == 0:
+            gemm(Trans, NoTrans, m, n, r1, 1, a, lda, b, ldb, 0, c, ldc)
+        else:
+            gemm(Trans, NoTrans, m, n, r1 - r0, 1, a + r0 * lda, lda, b + r0 * ldb, ldb, 0,
+                 partial + (part - 1) * m * n, n)
+    for part in prange(parts, num_threads=parts, schedule="static"):
+        for i in range(part_start(part, parts, m), part_start(part + 1, parts, m)):
+            for q in range(parts - 1):
+                src = partial + (q * m + i) * n
+                for j in range(n):
+                    c[i * ldc + j] += src[j]
+    free(partial)
+
+
 cdef void column_sums_split(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld, const floating *a,
                             floating *out, int parts) noexcept nogil:
     """out[j] = sum_r a[r * ld + j], the columns split into ``parts`` blocks."""
@@ -301,7 +334,7 @@ cdef void input_grads(const floating *dG, Py_ssize_t rows, Py_ssize_t GH,
     # dx = dG @ W_ih                      (rows, D)
     gemm_split_rows(NoTrans, NoTrans, rows, D, GH, dG, GH, w_ih, D, dx, D, parts)
     # dW_ih = dG.T @ x                    (GH, D)
-    gemm_split_rows(Trans, NoTrans, GH, D, rows, dG, GH, x, D, dw_ih, D, parts)
+    gemm_sum_over_rows(GH, D, rows, dG, GH, x, D, dw_ih, D, parts)
 
 
 cdef void all_weight_grads(const floating *dG, Py_ssize_t rows, Py_ssize_t GH,
@@ -314,7 +347,7 @@ cdef void all_weight_grads(const floating *dG, Py_ssize_t rows, Py_ssize_t GH,
     """
     input_grads(dG, rows, GH, x, D, w_ih, dx, dw_ih, parts)
     # dW_hh = dG.T @ h_prev               (GH, H)
-    gemm_split_rows(Trans, NoTrans, GH, H, rows, dG, GH, h_prev, H, dw_hh, H, parts)
+    gemm_sum_over_rows(GH, H, rows, dG, GH, h_prev, H, dw_hh, H, parts)
     # db = dG.sum(axis=0)                 (GH,)
     column_sums_split(rows, GH, GH, dG, db, parts)
 
@@ -741,11 +774,11 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
             input_grads(&gates[0, 0, 0], rows, 3 * H, &x[0, 0, 0], D, &w_ih[0, 0],
                         &dx[0, 0, 0], &dw_ih[0, 0], parts)
             # dW_hh[:2H] = dgi[:, :2H].T @ h_prev     (2H, H)
-            gemm_split_rows(Trans, NoTrans, 2 * H, H, rows, &gates[0, 0, 0], 3 * H, h_prev_all,
-                            H, &dw_hh[0, 0], H, parts)
+            gemm_sum_over_rows(2 * H, H, rows, &gates[0, 0, 0], 3 * H, h_prev_all, H,
+                               &dw_hh[0, 0], H, parts)
             # dW_hh[2H:] = (da_n * r).T @ h_prev      (H, H)
-            gemm_split_rows(Trans, NoTrans, H, H, rows, &gh_n[0, 0, 0], H, h_prev_all, H,
-                            &dw_hh[2 * H, 0], H, parts)
+            gemm_sum_over_rows(H, H, rows, &gh_n[0, 0, 0], H, h_prev_all, H, &dw_hh[2 * H, 0],
+                               H, parts)
             # db_ih = dgi.sum(0);  db_hh = [dgi[:, :2H].sum(0), (da_n * r).sum(0)]
             column_sums_split(rows, 3 * H, 3 * H, &gates[0, 0, 0], &db_ih[0], parts)
             column_sums_split(rows, 2 * H, 3 * H, &gates[0, 0, 0], &db_hh[0], parts)
