@@ -38,9 +38,10 @@ packed kernel of csrc/rnnfast_gemm.h on W_hh packed once per call. The input
 projection uses the same kernel on W_ih^T packed once per call where D is small or
 the projection runs in chunks (inference): then each thread projects its own rows
 chunk by chunk, with no barrier between chunks. The other large GEMMs over all steps
-(a wide training projection, the weight gradients) go through BLAS, their rows split
-over the same threads, one single-threaded BLAS call each: the caller
-(rnnfast._threads) holds BLAS at one thread while ``parts > 1``.
+(a wide training projection, the weight gradients) go through BLAS, split over the
+same threads (the weight gradients by their sum over the steps), one single-threaded
+BLAS call each: the caller (rnnfast._threads) holds BLAS at one thread while
+``parts > 1``.
 """
 
 cimport numpy as cnp
