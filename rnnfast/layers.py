@@ -438,15 +438,16 @@ class _RecurrentLayer:
 
 # ----------------------------------------------------------------------------- streams
 
-class _Stream:
+class _Stream(_stream.StepRunner):
     """Step-by-step inference for a unidirectional layer (see ``stream``).
 
-    The steps run in ``rnnfast._stream.StepRunner``, built for the cost of one call
-    from Python: it holds the state ``_states`` (S, L, B, H), S = 1 (h) or 2 (h, c),
-    runs every layer's step straight on the arrays in ``params`` and returns a new
-    (B, H) array. It checks the input with a few C comparisons and hands anything
-    else to ``_checked_input``; whenever ``params`` holds an array it has not seen,
-    it asks ``_check_params`` to validate the arrays before it uses them.
+    A call is ``rnnfast._stream.StepRunner.__call__`` itself, with no Python frame in
+    between, built for the cost of one call from Python: the runner holds the state
+    ``_states`` (S, L, B, H), S = 1 (h) or 2 (h, c), runs every layer's step straight
+    on the arrays in ``params`` and returns a new (B, H) array. It checks the input
+    with a few C comparisons and hands anything else to ``_checked_input``; whenever
+    ``params`` holds an array it has not seen, it asks ``_check_params`` to validate
+    the arrays before it uses them.
     """
 
     def __init__(self, layer, batch_size):
@@ -458,13 +459,8 @@ class _Stream:
         names = []
         for unit_names in layer._unit_names:
             names += list(unit_names) + [None] * (4 - len(unit_names))   # no biases
-        self._runner = _stream.StepRunner(layer._stream_kind(), layer.params, names,
-                                          self._check_params, self._checked_input,
-                                          self._states, layer.input_size, H)
-
-    def __call__(self, x_t):
-        """One step: x_t (B, D) -> the last layer's output (B, H), a new array."""
-        return self._runner(x_t)
+        super().__init__(layer._stream_kind(), layer.params, names, self._check_params,
+                         self._checked_input, self._states, layer.input_size, H)
 
     def _checked_input(self, x_t):
         if x_t is None:
