@@ -35,13 +35,13 @@ synchronisation between steps. With one block no OpenMP region is entered at all
 even a region of one thread costs GNU OpenMP several system calls, a large part of a
 small call's time. Inside the loop the recurrent product uses the
 packed kernel of csrc/rnnfast_gemm.h on W_hh packed once per call. The input
-projection uses the same kernel on W_ih^T packed once per call where D is small or
-the projection runs in chunks (inference): then each thread projects its own rows
-chunk by chunk, with no barrier between chunks. The other large GEMMs over all steps
-(a wide training projection, the weight gradients) go through BLAS, split over the
-same threads (the weight gradients by their sum over the steps), one single-threaded
-BLAS call each: the caller (rnnfast._threads) holds BLAS at one thread while
-``parts > 1``.
+projection and dx = dG W_ih use the same kernel on W_ih (or W_ih^T) packed once per
+call where W_ih is small or the projection runs in chunks (inference): then each
+thread projects its own rows chunk by chunk, with no barrier between chunks. The
+other large GEMMs over all steps (those with a large W_ih, the weight gradients) go
+through BLAS, split over the same threads (the weight gradients by their sum over
+the steps), one single-threaded BLAS call each: the caller (rnnfast._threads) holds
+BLAS at one thread while ``parts > 1``.
 """
 
 cimport numpy as cnp
@@ -59,8 +59,10 @@ from ._gates cimport *
 cnp.import_array()
 
 cdef enum:
-    # Input widths D up to this take the packed kernel for the input projection.
-    PACKED_PROJECTION_MAX_D = 128
+    # A W_ih of at most this many bytes goes through the packed kernel, in the input
+    # projection and in dx = dG W_ih, rather than BLAS: measured faster at 1 and 4 MiB
+    # (LSTM, D = H = 256 and 512), as BLAS packs the T*B rows of x or dG for each call.
+    PACKED_INPUT_WEIGHTS_MAX_BYTES = 4 * 1024 * 1024
     # BLAS takes int sizes: T*B rows at most.
     MAX_ROWS = 2147483647
 
@@ -177,28 +179,34 @@ def max_threads():
     return rnnfast_max_threads()
 
 
-cdef floating *pack_weights(Py_ssize_t rows, Py_ssize_t cols, const floating *w,
-                            bint transpose) except NULL:
+cdef floating *packed_or_null(Py_ssize_t rows, Py_ssize_t cols, const floating *w,
+                              bint transpose) noexcept nogil:
     """Pack op(W) of W (rows, cols) for gemm_packed: W^T (cols, rows) when ``transpose``,
-    else W itself. Forward multiplies by W_hh^T, backward by W_hh. The caller frees
-    the buffer.
+    else W itself. Forward multiplies by W_hh^T, backward by W_hh. NULL when out of
+    memory; the caller frees the buffer.
     """
     cdef Py_ssize_t K = cols if transpose else rows
     cdef Py_ssize_t N = rows if transpose else cols
-    cdef size_t size
     cdef floating *packed
     if floating is float:
-        size = packed_size_f32(K, N)
-    else:
-        size = packed_size_f64(K, N)
-    packed = <floating *>malloc(size * sizeof(floating))
-    if packed == NULL:
-        raise MemoryError(f"cannot allocate {size * sizeof(floating)} bytes of packed weights")
-    with nogil:
-        if floating is float:
+        packed = <floating *>malloc(packed_size_f32(K, N) * sizeof(floating))
+        if packed != NULL:
             pack_panels_f32(K, N, w, 1 if transpose else cols, cols if transpose else 1, packed)
-        else:
+    else:
+        packed = <floating *>malloc(packed_size_f64(K, N) * sizeof(floating))
+        if packed != NULL:
             pack_panels_f64(K, N, w, 1 if transpose else cols, cols if transpose else 1, packed)
+    return packed
+
+
+cdef floating *pack_weights(Py_ssize_t rows, Py_ssize_t cols, const floating *w,
+                            bint transpose) except NULL:
+    """packed_or_null, raising MemoryError instead of returning NULL."""
+    cdef floating *packed
+    with nogil:
+        packed = packed_or_null(rows, cols, w, transpose)
+    if packed == NULL:
+        raise MemoryError(f"cannot allocate packed weights for a ({rows}, {cols}) matrix")
     return packed
 
 
@@ -284,13 +292,18 @@ cdef void column_sums_split(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld, con
         column_sums(rows, j1 - j0, ld, a + j0, out + j0)
 
 
+cdef inline bint packs_input_weights(Py_ssize_t GH, Py_ssize_t D, size_t itemsize) noexcept nogil:
+    """Whether W_ih (GH, D) is small enough for the packed kernel to beat BLAS."""
+    return GH * D * itemsize <= PACKED_INPUT_WEIGHTS_MAX_BYTES
+
+
 cdef floating *pack_input_weights(Py_ssize_t GH, Py_ssize_t D, const floating *w_ih,
                                   bint chunked) except? NULL:
     """W_ih^T (D, GH) packed for the input projection, or NULL where BLAS does it
-    better. The packed kernel wins for D up to PACKED_PROJECTION_MAX_D, where a panel
-    of W_ih^T (D x NR) stays in L1, and wherever the projection runs in ``chunked``
-    calls of a few steps: there BLAS would repack W_ih on every call."""
-    if D > PACKED_PROJECTION_MAX_D and not chunked:
+    better: the packed kernel wins for small W_ih (packs_input_weights) and wherever
+    the projection runs in ``chunked`` calls of a few steps, where BLAS would repack
+    W_ih on every call."""
+    if not (chunked or packs_input_weights(GH, D, sizeof(floating))):
         return NULL
     return pack_weights(GH, D, w_ih, True)
 
@@ -332,8 +345,21 @@ cdef void input_grads(const floating *dG, Py_ssize_t rows, Py_ssize_t GH,
                       const floating *x, Py_ssize_t D, const floating *w_ih,
                       floating *dx, floating *dw_ih, int parts) noexcept nogil:
     """dx and dW_ih from dG (rows, GH) and x (rows, D), rows = T*B."""
+    cdef Py_ssize_t part, m0, m1
     # dx = dG @ W_ih                      (rows, D)
-    gemm_split_rows(NoTrans, NoTrans, rows, D, GH, dG, GH, w_ih, D, dx, D, parts)
+    cdef floating *packed_w_ih = NULL
+    if packs_input_weights(GH, D, sizeof(floating)):
+        packed_w_ih = packed_or_null(GH, D, w_ih, False)
+    if packed_w_ih == NULL:
+        gemm_split_rows(NoTrans, NoTrans, rows, D, GH, dG, GH, w_ih, D, dx, D, parts)
+    elif parts == 1:
+        gemm_packed_set(rows, D, GH, dG, GH, packed_w_ih, dx, D)
+    else:
+        for part in prange(parts, num_threads=parts, schedule="static"):
+            m0 = part_start(part, parts, rows)
+            m1 = part_start(part + 1, parts, rows)
+            gemm_packed_set(m1 - m0, D, GH, dG + m0 * GH, GH, packed_w_ih, dx + m0 * D, D)
+    free(packed_w_ih)
     # dW_ih = dG.T @ x                    (GH, D)
     gemm_sum_over_rows(GH, D, rows, dG, GH, x, D, dw_ih, D, parts)
 

@@ -87,6 +87,16 @@ def test_long_sequence(variant, dtype, reverse):
     assert_all_close(run_both(variant, T, B, D, H, dtype, lengths, reverse), dtype)
 
 
+@pytest.mark.parametrize("variant", list(CELL_VARIANTS))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_input_weights(variant, dtype):
+    """A W_ih over 4 MiB (here H * D > 2**20 values for every cell) takes BLAS for the
+    input projection and dx instead of the packed kernel."""
+    T, B, D, H = 3, 2, 16400, 64
+    lengths = np.array([3, 1])
+    assert_all_close(run_both(variant, T, B, D, H, dtype, lengths, reverse=False), dtype)
+
+
 @settings(max_examples=60, deadline=None)
 @given(variant=st.sampled_from(list(CELL_VARIANTS)), dtype=st.sampled_from(DTYPES),
        T=st.integers(1, 12), B=st.integers(1, 5), D=st.integers(1, 6), H=st.integers(1, 9),
