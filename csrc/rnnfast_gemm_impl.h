@@ -135,10 +135,11 @@ FN(gemm_store)(int rows, VEC acc[][2], REAL *c, ptrdiff_t ldc, ptrdiff_t cols, i
     }
 }
 
-/* C[0:rows, 0:cols] += A[0:rows, :] (rows, K) @ panel (K, NR), rows <= MR. */
+/* C[0:rows, 0:cols] += A[0:rows, :] (rows, K) @ panel (K, NR), rows <= MR; element
+ * (r, k) of A at a[r * a_row + k * a_k] (see gemm_rows). */
 static inline __attribute__((always_inline)) void
-FN(gemm_block)(int rows, ptrdiff_t K, const REAL *a, ptrdiff_t lda, const REAL *panel,
-               REAL *c, ptrdiff_t ldc, ptrdiff_t cols, int accumulate)
+FN(gemm_block)(int rows, ptrdiff_t K, const REAL *a, ptrdiff_t a_row, ptrdiff_t a_k,
+               const REAL *panel, REAL *c, ptrdiff_t ldc, ptrdiff_t cols, int accumulate)
 {
     VEC acc[MR][2];
     for (int r = 0; r < rows; r++) {
@@ -150,7 +151,7 @@ FN(gemm_block)(int rows, ptrdiff_t K, const REAL *a, ptrdiff_t lda, const REAL *
         memcpy(&w0, panel + k * NR, sizeof(VEC));
         memcpy(&w1, panel + k * NR + VLEN, sizeof(VEC));
         for (int r = 0; r < rows; r++) {
-            REAL a_rk = a[r * lda + k];
+            REAL a_rk = a[r * a_row + k * a_k];
             acc[r][0] += a_rk * w0;
             acc[r][1] += a_rk * w1;
         }
@@ -162,8 +163,8 @@ FN(gemm_block)(int rows, ptrdiff_t K, const REAL *a, ptrdiff_t lda, const REAL *
  * batches): with so few rows one accumulator chain per row would wait on the FMA
  * latency at every k, so the sum over k runs in 4 / rows interleaved chains. */
 static inline __attribute__((always_inline)) void
-FN(gemm_block_few)(int rows, ptrdiff_t K, const REAL *a, ptrdiff_t lda, const REAL *panel,
-                   REAL *c, ptrdiff_t ldc, ptrdiff_t cols, int accumulate)
+FN(gemm_block_few)(int rows, ptrdiff_t K, const REAL *a, ptrdiff_t a_row, ptrdiff_t a_k,
+                   const REAL *panel, REAL *c, ptrdiff_t ldc, ptrdiff_t cols, int accumulate)
 {
     enum { MAX_CHAINS = 4 };
     const int chains = MAX_CHAINS / rows;
@@ -180,7 +181,7 @@ FN(gemm_block_few)(int rows, ptrdiff_t K, const REAL *a, ptrdiff_t lda, const RE
             memcpy(&w0, panel + (k + ch) * NR, sizeof(VEC));
             memcpy(&w1, panel + (k + ch) * NR + VLEN, sizeof(VEC));
             for (int r = 0; r < rows; r++) {
-                REAL a_rk = a[r * lda + k + ch];
+                REAL a_rk = a[r * a_row + (k + ch) * a_k];
                 acc[ch][r][0] += a_rk * w0;
                 acc[ch][r][1] += a_rk * w1;
             }
@@ -190,7 +191,7 @@ FN(gemm_block_few)(int rows, ptrdiff_t K, const REAL *a, ptrdiff_t lda, const RE
         memcpy(&w0, panel + k * NR, sizeof(VEC));
         memcpy(&w1, panel + k * NR + VLEN, sizeof(VEC));
         for (int r = 0; r < rows; r++) {
-            REAL a_rk = a[r * lda + k];
+            REAL a_rk = a[r * a_row + k * a_k];
             acc[0][r][0] += a_rk * w0;
             acc[0][r][1] += a_rk * w1;
         }
@@ -250,6 +251,43 @@ RNNFAST_CLONES static void FN(gemv_packed)(ptrdiff_t N, ptrdiff_t K, const REAL 
 }
 
 /* C (M, N) += A (M, K) @ B (K, N), or C = A @ B where not ``accumulate``, B given as
+ * packed panels (see pack_panels), C row-major with leading dimension ldc and element
+ * (m, k) of A at a[m * a_row + k * a_k]: a row-major A has (a_row, a_k) = (lda, 1),
+ * and a row-major A^T, stored (K, M), has (1, lda). Each caller passes constants
+ * there, so this inlines to a kernel for each layout.
+ *
+ * Row blocks outermost: a block of A (MR x K) stays in L1 while the panels stream past
+ * it, and each block of C is finished in one visit. (Panels outermost would sweep all
+ * of C once per panel: measured 5-30 % slower, most at large M or K.) */
+static inline __attribute__((always_inline)) void
+FN(gemm_rows)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const REAL *a, ptrdiff_t a_row,
+              ptrdiff_t a_k, const REAL *packed, REAL *c, ptrdiff_t ldc, int accumulate)
+{
+    ptrdiff_t m = 0;
+    for (; m + MR <= M; m += MR)
+        for (ptrdiff_t p = 0; p * NR < N; p++)
+            FN(gemm_block)(MR, K, a + m * a_row, a_row, a_k, packed + (size_t)p * K * NR,
+                           c + m * ldc + p * NR, ldc, N - p * NR < NR ? N - p * NR : NR,
+                           accumulate);
+    if (m == M)
+        return;
+    const REAL *a_rest = a + m * a_row;
+    for (ptrdiff_t p = 0; p * NR < N; p++) {
+        ptrdiff_t cols = N - p * NR < NR ? N - p * NR : NR;
+        const REAL *panel = packed + (size_t)p * K * NR;
+        REAL *c_rest = c + m * ldc + p * NR;
+        switch (M - m) {  /* the last rows, with constant row counts so each unrolls */
+        case 5: FN(gemm_block)(5, K, a_rest, a_row, a_k, panel, c_rest, ldc, cols, accumulate); break;
+        case 4: FN(gemm_block)(4, K, a_rest, a_row, a_k, panel, c_rest, ldc, cols, accumulate); break;
+        case 3: FN(gemm_block)(3, K, a_rest, a_row, a_k, panel, c_rest, ldc, cols, accumulate); break;
+        case 2: FN(gemm_block_few)(2, K, a_rest, a_row, a_k, panel, c_rest, ldc, cols, accumulate); break;
+        case 1: FN(gemm_block_few)(1, K, a_rest, a_row, a_k, panel, c_rest, ldc, cols, accumulate); break;
+        default: break;
+        }
+    }
+}
+
+/* C (M, N) += A (M, K) @ B (K, N), or C = A @ B where not ``accumulate``, B given as
  * packed panels (see pack_panels). Row-major with leading dimensions lda and ldc. */
 static inline __attribute__((always_inline)) void
 FN(gemm_packed_body)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const REAL *a, ptrdiff_t lda,
@@ -258,36 +296,12 @@ FN(gemm_packed_body)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const REAL *a, ptrdi
     /* One row (a batch of one) on two or more panels that fit in L1 (32 KiB):
      * gemv_packed broadcasts each a[k] once for up to four panels; measured 15-20 %
      * faster there. One panel needs the split chains of gemm_block_few to hide the
-     * FMA latency, and from L2 the row-block order below keeps up better. */
+     * FMA latency, and from L2 the row-block order of gemm_rows keeps up better. */
     if (M == 1 && N > NR && FN(packed_size)(K, N) * sizeof(REAL) <= 32768) {
         FN(gemv_packed)(N, K, a, packed, c, accumulate);
         return;
     }
-    /* Row blocks outermost: a block of A (MR x K) stays in L1 while the panels stream
-     * past it, and each block of C is finished in one visit. (Panels outermost would
-     * sweep all of C once per panel: measured 5-30 % slower, most at large M or K.) */
-    ptrdiff_t m = 0;
-    for (; m + MR <= M; m += MR)
-        for (ptrdiff_t p = 0; p * NR < N; p++)
-            FN(gemm_block)(MR, K, a + m * lda, lda, packed + (size_t)p * K * NR,
-                           c + m * ldc + p * NR, ldc, N - p * NR < NR ? N - p * NR : NR,
-                           accumulate);
-    if (m == M)
-        return;
-    const REAL *a_rest = a + m * lda;
-    for (ptrdiff_t p = 0; p * NR < N; p++) {
-        ptrdiff_t cols = N - p * NR < NR ? N - p * NR : NR;
-        const REAL *panel = packed + (size_t)p * K * NR;
-        REAL *c_rest = c + m * ldc + p * NR;
-        switch (M - m) {  /* the last rows, with constant row counts so each unrolls */
-        case 5: FN(gemm_block)(5, K, a_rest, lda, panel, c_rest, ldc, cols, accumulate); break;
-        case 4: FN(gemm_block)(4, K, a_rest, lda, panel, c_rest, ldc, cols, accumulate); break;
-        case 3: FN(gemm_block)(3, K, a_rest, lda, panel, c_rest, ldc, cols, accumulate); break;
-        case 2: FN(gemm_block_few)(2, K, a_rest, lda, panel, c_rest, ldc, cols, accumulate); break;
-        case 1: FN(gemm_block_few)(1, K, a_rest, lda, panel, c_rest, ldc, cols, accumulate); break;
-        default: break;
-        }
-    }
+    FN(gemm_rows)(M, N, K, a, lda, 1, packed, c, ldc, accumulate);
 }
 
 /* C (M, N) += A (M, K) @ B (K, N), B given as packed panels. */
@@ -304,6 +318,39 @@ RNNFAST_CLONES static void FN(gemm_packed_set)(ptrdiff_t M, ptrdiff_t N, ptrdiff
                                                const REAL *packed, REAL *c, ptrdiff_t ldc)
 {
     FN(gemm_packed_body)(M, N, K, a, lda, packed, c, ldc, 0);
+}
+
+/* C (M, N) = A^T B for A (K, M) and B (K, N), both row-major with leading dimensions
+ * lda and ldb: a weight gradient, the sum over K = T*B rows of the steps. A BLAS
+ * call packs both operands, reading every element from memory once more; here only
+ * B is packed, RNNFAST_AT_B_ROWS rows by up to RNNFAST_AT_B_PANELS panels at a time
+ * (a block that stays in L2), and gemm_rows reads A where it lies: at each k the MR
+ * values of a row block of C sit side by side in row k of A. Returns 0, or -1 when
+ * the packing buffer cannot be allocated (C untouched). */
+RNNFAST_CLONES static int FN(gemm_at_b)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                                        const REAL *a, ptrdiff_t lda, const REAL *b,
+                                        ptrdiff_t ldb, REAL *c, ptrdiff_t ldc)
+{
+    const ptrdiff_t block_rows = RNNFAST_AT_B_ROWS, block_cols = RNNFAST_AT_B_PANELS * NR;
+    ptrdiff_t widest = N < block_cols ? N : block_cols;
+    REAL *packed = malloc(FN(packed_size)(K < block_rows ? K : block_rows, widest) *
+                          sizeof(REAL));
+    if (packed == NULL)
+        return -1;
+    if (K == 0)
+        for (ptrdiff_t m = 0; m < M; m++)
+            memset(c + m * ldc, 0, (size_t)N * sizeof(REAL));
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += block_rows) {
+        ptrdiff_t rows = K - k0 < block_rows ? K - k0 : block_rows;
+        for (ptrdiff_t n0 = 0; n0 < N; n0 += block_cols) {
+            ptrdiff_t cols = N - n0 < block_cols ? N - n0 : block_cols;
+            FN(pack_panels)(rows, cols, b + k0 * ldb + n0, ldb, 1, packed);
+            /* C[:, n0:n0+cols] (+)= A[k0:k0+rows].T @ B[k0:k0+rows, n0:n0+cols] */
+            FN(gemm_rows)(M, cols, rows, a + k0 * lda, 1, lda, packed, c + n0, ldc, k0 > 0);
+        }
+    }
+    free(packed);
+    return 0;
 }
 
 #undef FN

@@ -82,6 +82,11 @@ cdef extern from "rnnfast_gemm.h" nogil:
                              Py_ssize_t lda, const float *packed, float *c, Py_ssize_t ldc)
     void gemm_packed_set_f64(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double *a,
                              Py_ssize_t lda, const double *packed, double *c, Py_ssize_t ldc)
+    int gemm_at_b_f32(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float *a, Py_ssize_t lda,
+                      const float *b, Py_ssize_t ldb, float *c, Py_ssize_t ldc)
+    int gemm_at_b_f64(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double *a,
+                      Py_ssize_t lda, const double *b, Py_ssize_t ldb, double *c,
+                      Py_ssize_t ldc)
 
 cdef extern from "rnnfast_threads.h" nogil:
     int rnnfast_max_threads()

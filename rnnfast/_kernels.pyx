@@ -63,6 +63,10 @@ cdef enum:
     # projection and in dx = dG W_ih, rather than BLAS: measured faster at 1 and 4 MiB
     # (LSTM, D = H = 256 and 512), as BLAS packs the T*B rows of x or dG for each call.
     PACKED_INPUT_WEIGHTS_MAX_BYTES = 4 * 1024 * 1024
+    # A weight gradient A^T B of fewer multiply-adds goes to BLAS, whose small-matrix
+    # kernels pack nothing: measured faster at B = 1 (GRU, T = 100, H = 32) than
+    # gemm_at_b, which is ahead from about 1.6M (LSTM, B = 4).
+    AT_B_MIN_MULTIPLY_ADDS = 1 << 20
     # BLAS takes int sizes: T*B rows at most.
     MAX_ROWS = 2147483647
 
@@ -147,6 +151,22 @@ cdef inline void gemm_packed_set(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const
         gemm_packed_set_f64(M, N, K, a, lda, packed, c, ldc)
 
 
+cdef inline void gemm_at_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *a,
+                           Py_ssize_t lda, const floating *b, Py_ssize_t ldb, floating *c,
+                           Py_ssize_t ldc) noexcept nogil:
+    # C = A^T B (m, n) for A (k, m) and B (k, n); small ones, or any when out of
+    # memory, through BLAS
+    cdef int status = -1
+    if m * n * k < AT_B_MIN_MULTIPLY_ADDS:
+        pass
+    elif floating is float:
+        status = gemm_at_b_f32(m, n, k, a, lda, b, ldb, c, ldc)
+    else:
+        status = gemm_at_b_f64(m, n, k, a, lda, b, ldb, c, ldc)
+    if status != 0:
+        gemm(Trans, NoTrans, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)
+
+
 cdef inline void add_active_rows(Py_ssize_t B, Py_ssize_t H, const floating *src,
                                  floating *dst, const int64_t *lengths,
                                  int64_t t) noexcept nogil:
@@ -229,47 +249,50 @@ cdef inline Py_ssize_t chunk_start(Py_ssize_t step, Py_ssize_t steps, Py_ssize_t
     return T - step - steps if reverse else step
 
 
-cdef void gemm_split_rows(BLAS_Trans trans_a, BLAS_Trans trans_b, Py_ssize_t m, Py_ssize_t n,
-                          Py_ssize_t k, const floating *a, Py_ssize_t lda,
-                          const floating *b, Py_ssize_t ldb, floating *c, Py_ssize_t ldc,
-                          int parts) noexcept nogil:
-    """C = op(A) op(B) (m, n), its rows split into ``parts`` blocks computed in parallel,
+cdef void gemm_split_rows(BLAS_Trans trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                          const floating *a, Py_ssize_t lda, const floating *b, Py_ssize_t ldb,
+                          floating *c, Py_ssize_t ldc, int parts) noexcept nogil:
+    """C = A op(B) (m, n), its rows split into ``parts`` blocks computed in parallel,
     each by a single-threaded BLAS call (the caller limits BLAS to one thread)."""
     cdef Py_ssize_t part, m0, m1
     if parts == 1:
-        gemm(trans_a, trans_b, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)
+        gemm(NoTrans, trans_b, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)
         return
     for part in prange(parts, num_threads=parts, schedule="static"):
         m0 = part_start(part, parts, m)
         m1 = part_start(part + 1, parts, m)
-        gemm(trans_a, trans_b, m1 - m0, n, k, 1,
-             a + (m0 if trans_a == Trans else m0 * lda), lda, b, ldb, 0, c + m0 * ldc, ldc)
+        gemm(NoTrans, trans_b, m1 - m0, n, k, 1, a + m0 * lda, lda, b, ldb, 0, c + m0 * ldc,
+             ldc)
 
 
 cdef void gemm_sum_over_rows(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *a,
                              Py_ssize_t lda, const floating *b, Py_ssize_t ldb, floating *c,
                              Py_ssize_t ldc, int parts) noexcept nogil:
     """C = A^T B (m, n) for A (k, m) and B (k, n): a weight gradient, summed over all
-    k rows of the steps. The rows are split into ``parts`` ranges computed in parallel,
-    so that each thread's BLAS call packs only its own rows of A and B (split by the
-    rows of C, every thread would pack all of B); the partial sums of parts 1, 2, ...
-    go to a scratch buffer and are added into C after."""
+    k rows of the steps (gemm_at_b). The rows are split into ``parts`` ranges computed
+    in parallel, each thread reading only its own rows of A and B; the partial sums of
+    parts 1, 2, ... go to a scratch buffer and are added into C after."""
     cdef Py_ssize_t part, q, i, j, r0, r1
     cdef floating *partial = NULL
     cdef const floating *src
-    if parts > 1:
-        partial = <floating *>malloc((parts - 1) * m * n * sizeof(floating))
-    if parts == 1 or partial == NULL:   # no scratch: split the rows of C instead
-        gemm_split_rows(Trans, NoTrans, m, n, k, a, lda, b, ldb, c, ldc, parts)
+    if parts == 1:
+        gemm_at_b(m, n, k, a, lda, b, ldb, c, ldc)
+        return
+    partial = <floating *>malloc((parts - 1) * m * n * sizeof(floating))
+    if partial == NULL:   # no scratch: split the rows of C instead
+        for part in prange(parts, num_threads=parts, schedule="static"):
+            r0 = part_start(part, parts, m)
+            r1 = part_start(part + 1, parts, m)
+            gemm_at_b(r1 - r0, n, k, a + r0, lda, b, ldb, c + r0 * ldc, ldc)
         return
     for part in prange(parts, num_threads=parts, schedule="static"):
         r0 = part_start(part, parts, k)
         r1 = part_start(part + 1, parts, k)
         if part == 0:
-            gemm(Trans, NoTrans, m, n, r1, 1, a, lda, b, ldb, 0, c, ldc)
+            gemm_at_b(m, n, r1, a, lda, b, ldb, c, ldc)
         else:
-            gemm(Trans, NoTrans, m, n, r1 - r0, 1, a + r0 * lda, lda, b + r0 * ldb, ldb, 0,
-                 partial + (part - 1) * m * n, n)
+            gemm_at_b(m, n, r1 - r0, a + r0 * lda, lda, b + r0 * ldb, ldb,
+                      partial + (part - 1) * m * n, n)
     for part in prange(parts, num_threads=parts, schedule="static"):
         for i in range(part_start(part, parts, m), part_start(part + 1, parts, m)):
             for q in range(parts - 1):
@@ -316,7 +339,7 @@ cdef void project_inputs(const floating *x, const floating *w_ih,
     cdef Py_ssize_t part, m0, m1, rows = steps * B
     cdef const floating *x_first = x + first * B * D
     if packed_w_ih_t == NULL:
-        gemm_split_rows(NoTrans, Trans, rows, GH, D, x_first, D, w_ih, D, gates, GH, parts)
+        gemm_split_rows(Trans, rows, GH, D, x_first, D, w_ih, D, gates, GH, parts)
         return
     if parts == 1:
         gemm_packed_set(rows, GH, D, x_first, D, packed_w_ih_t, gates, GH)
@@ -351,7 +374,7 @@ cdef void input_grads(const floating *dG, Py_ssize_t rows, Py_ssize_t GH,
     if packs_input_weights(GH, D, sizeof(floating)):
         packed_w_ih = packed_or_null(GH, D, w_ih, False)
     if packed_w_ih == NULL:
-        gemm_split_rows(NoTrans, NoTrans, rows, D, GH, dG, GH, w_ih, D, dx, D, parts)
+        gemm_split_rows(NoTrans, rows, D, GH, dG, GH, w_ih, D, dx, D, parts)
     elif parts == 1:
         gemm_packed_set(rows, D, GH, dG, GH, packed_w_ih, dx, D)
     else:

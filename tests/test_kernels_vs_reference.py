@@ -25,6 +25,7 @@ SHAPES = [  # (T, B, D, H)
     (12, 9, 16, 32),
     (4, 2, 21, 35),  # weights packed in register blocks plus leftover rows and columns
     (5, 1, 9, 40),   # a batch of one against 2 to 5 panels of weights (the one-row product)
+    (130, 8, 37, 45),  # weight gradients over 2**20 multiply-adds: 1040 rows in blocks
 ]
 
 
