@@ -10,6 +10,7 @@ Environment switches:
 OpenMP is used when the compiler accepts -fopenmp, and left out otherwise.
 """
 
+import glob
 import os
 import subprocess
 import sys
@@ -76,6 +77,7 @@ def extension(name, parallel=False, numpy_api=False):
     return Extension(
         f"rnnfast.{name}",
         [f"rnnfast/{name}.pyx"],
+        depends=sorted(glob.glob("csrc/*.h")),  # rebuild when a C header changes
         include_dirs=include_dirs,
         define_macros=macros,
         extra_compile_args=compile_args() + flags,
