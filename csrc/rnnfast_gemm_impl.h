@@ -282,12 +282,17 @@ FN(gemm_rows)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K, const REAL *a, ptrdiff_t a_
         ptrdiff_t cols = N - p * NR < NR ? N - p * NR : NR;
         const REAL *panel = packed + (size_t)p * K * NR;
         REAL *c_rest = c + m * ldc + p * NR;
-        switch (M - m) {  /* the last rows, with constant row counts so each unrolls */
+        /* the last rows, with constant row counts so each unrolls. Split chains sum
+         * in another order, so they serve only calls of one or two rows: then a row's
+         * result never depends on how the rows of a larger product are split. */
+        switch ((M - m) + (M <= 2 ? 8 : 0)) {
         case 5: FN(gemm_block)(5, K, a_rest, a_row, a_k, panel, c_rest, ldc, cols, accumulate); break;
         case 4: FN(gemm_block)(4, K, a_rest, a_row, a_k, panel, c_rest, ldc, cols, accumulate); break;
         case 3: FN(gemm_block)(3, K, a_rest, a_row, a_k, panel, c_rest, ldc, cols, accumulate); break;
-        case 2: FN(gemm_block_few)(2, K, a_rest, a_row, a_k, panel, c_rest, ldc, cols, accumulate); break;
-        case 1: FN(gemm_block_few)(1, K, a_rest, a_row, a_k, panel, c_rest, ldc, cols, accumulate); break;
+        case 2: FN(gemm_block)(2, K, a_rest, a_row, a_k, panel, c_rest, ldc, cols, accumulate); break;
+        case 1: FN(gemm_block)(1, K, a_rest, a_row, a_k, panel, c_rest, ldc, cols, accumulate); break;
+        case 8 + 2: FN(gemm_block_few)(2, K, a_rest, a_row, a_k, panel, c_rest, ldc, cols, accumulate); break;
+        case 8 + 1: FN(gemm_block_few)(1, K, a_rest, a_row, a_k, panel, c_rest, ldc, cols, accumulate); break;
         default: break;
         }
     }
