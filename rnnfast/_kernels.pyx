@@ -33,15 +33,16 @@ Threads: batch rows are independent, so the batch is split into ``parts`` blocks
 rows, each running the whole time loop on its own thread (OpenMP) with no
 synchronisation between steps. With one block no OpenMP region is entered at all:
 even a region of one thread costs GNU OpenMP several system calls, a large part of a
-small call's time. Inside the loop the recurrent product uses the
-packed kernel of csrc/rnnfast_gemm.h on W_hh packed once per call. The input
-projection and dx = dG W_ih use the same kernel on W_ih (or W_ih^T) packed once per
-call where W_ih is small or the projection runs in chunks (inference): then each
-thread projects its own rows chunk by chunk, with no barrier between chunks. The
-other large GEMMs over all steps (those with a large W_ih, the weight gradients) go
-through BLAS, split over the same threads (the weight gradients by their sum over
-the steps), one single-threaded BLAS call each: the caller (rnnfast._threads) holds
-BLAS at one thread while ``parts > 1``.
+small call's time. Inside the loop the recurrent product uses the packed kernel of
+csrc/rnnfast_gemm.h on W_hh packed once per call. The input projection and
+dx = dG W_ih use the same kernel on W_ih (or W_ih^T) packed once per call where W_ih
+is small or the projection runs in chunks (inference): then each thread projects its
+own rows chunk by chunk, with no barrier between chunks. The weight gradients go
+through the same kernel too (gemm_at_b), split by their sum over the steps. These
+GEMMs over all T*B rows (and the BLAS calls for a large W_ih) are split over
+``gemm_parts`` threads, which may exceed ``parts``: a batch too small to split still
+spreads them. BLAS runs one single-threaded call per thread: the caller
+(rnnfast._threads) holds BLAS at one thread while ``gemm_parts > 1``.
 """
 
 cimport numpy as cnp
@@ -435,7 +436,8 @@ cdef void forward_chunks(int gates_per_unit, bint relu, bint training, Py_ssize_
                          const floating *x, const floating *w_ih, const floating *packed_ih,
                          const floating *packed, const floating *bias, const floating *b_hh,
                          const int64_t *lengths, bint reverse, floating *hs, floating *cs,
-                         floating *gates, floating *hh, floating *gh_n, int parts) noexcept nogil:
+                         floating *gates, floating *hh, floating *gh_n, int parts,
+                         int gemm_parts) noexcept nogil:
     """A forward pass over all T steps, K at a time: the input projection of K steps,
     then their time loop.
 
@@ -443,7 +445,8 @@ cdef void forward_chunks(int gates_per_unit, bint relu, bint training, Py_ssize_
     RNN, ``training`` for the LSTM, ``hh`` and ``gh_n`` for the GRU; see the buffers in
     the module docstring. With several blocks and a packed W_ih each thread projects
     its own rows and runs them, every chunk, in one parallel region without a barrier
-    between chunks; otherwise each chunk's projection is split over all rows first.
+    between chunks; otherwise each chunk's projection is split over ``parts`` threads
+    first, or over ``gemm_parts`` where one chunk holds all steps.
     """
     cdef Py_ssize_t GH = gates_per_unit * H, chunks = (T + K - 1) // K
     cdef Py_ssize_t chunk, s0, steps, first, part, b0, nb
@@ -463,7 +466,9 @@ cdef void forward_chunks(int gates_per_unit, bint relu, bint training, Py_ssize_
         s0 = chunk * K
         steps = min(K, T - s0)
         first = chunk_start(s0, steps, T, reverse)
-        project_inputs(x, w_ih, packed_ih, first, steps, B, D, GH, gates, parts)
+        # one projection of all steps on gemm_parts threads, chunks on the loop's
+        project_inputs(x, w_ih, packed_ih, first, steps, B, D, GH, gates,
+                       gemm_parts if chunks == 1 else parts)
         if parts == 1:   # one block: no OpenMP region (see the docstring)
             forward_rows(gates_per_unit, relu, training, 0, B, s0, steps, first, T, B, H,
                          reverse, hs, cs, gates, hh, gh_n, packed, bias, b_hh, lengths)
@@ -506,7 +511,8 @@ def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 bint reverse, bint relu,
                 floating[:, :, ::1] hs,          # (T+1, B, H) in: h0 in its slot; out: states
                 floating[:, :, ::1] gates,       # (K, B, H) workspace
-                int parts):                      # batch blocks run in parallel
+                int parts,                       # batch blocks run in parallel
+                int gemm_parts):                 # threads of the GEMMs over all steps
     """h_t = act(x_t W_ih^T + h_{t-1} W_hh^T + bias) over all steps, into ``hs``."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef floating *packed = pack_weights(H, H, &w_hh[0, 0], True)
@@ -516,7 +522,7 @@ def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
         with nogil:
             forward_chunks(1, relu, False, T, B, D, H, gates.shape[0], &x[0, 0, 0], &w_ih[0, 0],
                            packed_ih, packed, &bias[0], NULL, lengths_ptr(lengths), reverse,
-                           &hs[0, 0, 0], NULL, &gates[0, 0, 0], NULL, NULL, parts)
+                           &hs[0, 0, 0], NULL, &gates[0, 0, 0], NULL, NULL, parts, gemm_parts)
     finally:
         free(packed)
         free(packed_ih)
@@ -557,7 +563,8 @@ def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
                  floating[:, ::1] dw_ih,         # (H, D) out
                  floating[:, ::1] dw_hh,         # (H, H) out
                  floating[::1] db,               # (H,) out
-                 int parts):
+                 int parts,                      # batch blocks run in parallel
+                 int gemm_parts):                # threads of the GEMMs after the loop
     """BPTT for ``rnn_forward``: dpre_t = (dy_t + dh_t) act'(h_t), dh_{t-1} = dpre_t W_hh."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef Py_ssize_t part, b0
@@ -580,7 +587,7 @@ def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
                 zero_inactive_rows(T, B, H, &hs[reverse, 0, 0], &lengths[0])
             all_weight_grads(&dpre[0, 0, 0], T * B, H, &x[0, 0, 0], D, &hs[reverse, 0, 0], H,
                              &w_ih[0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0],
-                             parts)
+                             gemm_parts)
     finally:
         free(packed)
 
@@ -623,7 +630,8 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
                  floating[:, :, ::1] hs,         # (T+1, B, H) in: h0 in its slot; out: states
                  floating[:, :, ::1] cs,         # training (T+1, B, H), else (2, B, H); in: c0
                  floating[:, :, ::1] gates,      # (K, B, 4H) workspace; K == T keeps the gates
-                 int parts):                     # batch blocks run in parallel
+                 int parts,                      # batch blocks run in parallel
+                 int gemm_parts):                # threads of the GEMMs over all steps
     """c_t = f c_{t-1} + i g, h_t = o tanh(c_t) over all steps, into ``hs`` and ``cs``."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef floating *packed = pack_weights(4 * H, H, &w_hh[0, 0], True)
@@ -634,7 +642,7 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
             forward_chunks(4, False, training, T, B, D, H, gates.shape[0], &x[0, 0, 0],
                            &w_ih[0, 0], packed_ih, packed, &bias[0], NULL, lengths_ptr(lengths),
                            reverse, &hs[0, 0, 0], &cs[0, 0, 0], &gates[0, 0, 0], NULL, NULL,
-                           parts)
+                           parts, gemm_parts)
     finally:
         free(packed)
         free(packed_ih)
@@ -678,7 +686,8 @@ def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
                   floating[:, ::1] dw_ih,        # (4H, D) out
                   floating[:, ::1] dw_hh,        # (4H, H) out
                   floating[::1] db,              # (4H,) out
-                  int parts):
+                  int parts,                     # batch blocks run in parallel
+                  int gemm_parts):               # threads of the GEMMs after the loop
     """BPTT for ``lstm_forward``; the stored gates become dG in place."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef Py_ssize_t part, b0
@@ -699,7 +708,7 @@ def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
                 zero_inactive_rows(T, B, H, &hs[reverse, 0, 0], &lengths[0])
             all_weight_grads(&gates[0, 0, 0], T * B, 4 * H, &x[0, 0, 0], D, &hs[reverse, 0, 0],
                              H, &w_ih[0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0],
-                             parts)
+                             gemm_parts)
     finally:
         free(packed)
 
@@ -740,7 +749,8 @@ def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 floating[:, :, ::1] gates,       # (K, B, 3H) workspace; K == T keeps the gates
                 floating[:, ::1] hh,             # (B, 3H) workspace: h_{t-1} W_hh^T
                 floating[:, :, ::1] gh_n,        # (T, B, H) out: h_{t-1} W_hn^T + b_hn, or None
-                int parts):                      # batch blocks run in parallel
+                int parts,                       # batch blocks run in parallel
+                int gemm_parts):                 # threads of the GEMMs over all steps
     """h_t = (1 - z) n + z h_{t-1} over all steps, into ``hs``."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef floating *packed = pack_weights(3 * H, H, &w_hh[0, 0], True)
@@ -751,7 +761,7 @@ def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
             forward_chunks(3, False, False, T, B, D, H, gates.shape[0], &x[0, 0, 0], &w_ih[0, 0],
                            packed_ih, packed, &b_ih[0], &b_hh[0], lengths_ptr(lengths), reverse,
                            &hs[0, 0, 0], NULL, &gates[0, 0, 0], &hh[0, 0],
-                           <floating *>optional_ptr(gh_n), parts)
+                           <floating *>optional_ptr(gh_n), parts, gemm_parts)
     finally:
         free(packed)
         free(packed_ih)
@@ -795,7 +805,8 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
                  floating[:, ::1] dw_hh,         # (3H, H) out
                  floating[::1] db_ih,            # (3H,) out
                  floating[::1] db_hh,            # (3H,) out
-                 int parts):
+                 int parts,                      # batch blocks run in parallel
+                 int gemm_parts):                # threads of the GEMMs after the loop
     """BPTT for ``gru_forward``.
 
     The input side and the recurrent side differ only in the n gate (da_n versus
@@ -822,17 +833,17 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
             if lengths is not None:  # states carried past a length stay out of dW_hh
                 zero_inactive_rows(T, B, H, h_prev_all, &lengths[0])
             input_grads(&gates[0, 0, 0], rows, 3 * H, &x[0, 0, 0], D, &w_ih[0, 0],
-                        &dx[0, 0, 0], &dw_ih[0, 0], parts)
+                        &dx[0, 0, 0], &dw_ih[0, 0], gemm_parts)
             # dW_hh[:2H] = dgi[:, :2H].T @ h_prev     (2H, H)
             gemm_sum_over_rows(2 * H, H, rows, &gates[0, 0, 0], 3 * H, h_prev_all, H,
-                               &dw_hh[0, 0], H, parts)
+                               &dw_hh[0, 0], H, gemm_parts)
             # dW_hh[2H:] = (da_n * r).T @ h_prev      (H, H)
             gemm_sum_over_rows(H, H, rows, &gh_n[0, 0, 0], H, h_prev_all, H, &dw_hh[2 * H, 0],
-                               H, parts)
+                               H, gemm_parts)
             # db_ih = dgi.sum(0);  db_hh = [dgi[:, :2H].sum(0), (da_n * r).sum(0)]
-            column_sums_split(rows, 3 * H, 3 * H, &gates[0, 0, 0], &db_ih[0], parts)
-            column_sums_split(rows, 2 * H, 3 * H, &gates[0, 0, 0], &db_hh[0], parts)
-            column_sums_split(rows, H, H, &gh_n[0, 0, 0], &db_hh[2 * H], parts)
+            column_sums_split(rows, 3 * H, 3 * H, &gates[0, 0, 0], &db_ih[0], gemm_parts)
+            column_sums_split(rows, 2 * H, 3 * H, &gates[0, 0, 0], &db_hh[0], gemm_parts)
+            column_sums_split(rows, H, H, &gh_n[0, 0, 0], &db_hh[2 * H], gemm_parts)
     finally:
         free(packed)
 
@@ -900,7 +911,7 @@ cdef int run_inference(int gates_per_unit, bint relu, bint reverse, Py_ssize_t T
                 copy_or_zero(cs, c0, B * H)
             forward_chunks(gates_per_unit, relu, False, T, B, D, H, K, x, w_ih, packed_ih,
                            packed, scratch, scratch + GH, NULL, reverse, hs, cs, gates,
-                           scratch + 2 * GH, NULL, 1)
+                           scratch + 2 * GH, NULL, 1, 1)
     finally:
         free(packed)
         free(packed_ih)

@@ -22,6 +22,11 @@ from . import _kernels
 
 MIN_ROWS_PER_THREAD = 4
 MIN_WORK_PER_THREAD = 2_000_000  # multiply-adds: some tens of microseconds
+# A call's GEMMs over all its steps open a parallel region each, whose sleeping
+# threads take tens of microseconds to wake (measured 35-45 us on a 2-core VM):
+# they split over more threads than its batch only from this many multiply-adds
+# per thread, a few hundred microseconds of work.
+MIN_GEMM_WORK_PER_THREAD = 32_000_000
 
 _lock = threading.Lock()
 _active_calls = 0
@@ -34,6 +39,14 @@ def batch_parts(B, multiply_adds=math.inf):
     B rows and about ``multiply_adds`` multiply-adds in all."""
     by_work = multiply_adds // MIN_WORK_PER_THREAD
     return int(max(1, min(_kernels.max_threads(), B // MIN_ROWS_PER_THREAD, by_work)))
+
+
+def gemm_parts(rows, multiply_adds, parts):
+    """Threads for a call's GEMMs over all its ``rows`` = T*B rows (the training input
+    projection, dx and the weight gradients), at least the ``parts`` of its time loop:
+    a batch too small to split, over many steps, still spreads them."""
+    by_work = multiply_adds // MIN_GEMM_WORK_PER_THREAD
+    return int(max(parts, min(_kernels.max_threads(), rows // MIN_ROWS_PER_THREAD, by_work)))
 
 
 

@@ -22,7 +22,7 @@ call takes the general path, which converts, validates and raises the errors.
 import numpy as np
 
 from . import _checks, _kernels
-from ._threads import batch_parts, single_threaded_blas
+from ._threads import batch_parts, gemm_parts, single_threaded_blas
 from ._types import Cache, GRUGrads, LSTMGrads, RNNGrads
 
 __all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
@@ -71,10 +71,10 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, nonlinearity="tanh", lengths=N
     hs = _state_buffer(a, a.h0, reverse)
     if _has_steps(a):
         gates = np.empty((_chunk_steps(a, 1, False), a.B, a.H), a.dtype)
-        parts = _batch_parts(a, 1)
-        with single_threaded_blas(parts):
+        parts, gemm_parts = _thread_parts(a, 1, training)
+        with single_threaded_blas(gemm_parts):
             _kernels.rnn_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
-                                 nonlinearity == "relu", hs, gates, parts)
+                                 nonlinearity == "relu", hs, gates, parts, gemm_parts)
     h_T = _final(hs, a.T, reverse).copy()
     y = _outputs(hs, a, reverse, training)
     cache = None
@@ -106,11 +106,11 @@ def rnn_backward(dy, dh_T, cache):
     dx, dw_ih, dw_hh, db = _grad_buffers(a)
     if _has_steps(a):
         dpre = np.empty((a.T, a.B, a.H), a.dtype)
-        parts = _batch_parts(a, 1)
-        with single_threaded_blas(parts):
+        parts, gemm_parts = _thread_parts(a, 1, True)
+        with single_threaded_blas(gemm_parts):
             _kernels.rnn_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["relu"],
                                   data["hs"], dy, dh, np.empty_like(dh), dpre, dx, dw_ih,
-                                  dw_hh, db, parts)
+                                  dw_hh, db, parts, gemm_parts)
     return RNNGrads(dx, dh, dw_ih, dw_hh, db, db.copy())
 
 
@@ -143,10 +143,10 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=Fal
         cs[0] = a.c0
     gates = np.empty((_chunk_steps(a, 4, training), a.B, 4 * a.H), a.dtype)
     if _has_steps(a):
-        parts = _batch_parts(a, 4)
-        with single_threaded_blas(parts):
+        parts, gemm_parts = _thread_parts(a, 4, training)
+        with single_threaded_blas(gemm_parts):
             _kernels.lstm_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
-                                  training, hs, cs, gates, parts)
+                                  training, hs, cs, gates, parts, gemm_parts)
     h_T = _final(hs, a.T, reverse).copy()
     c_T = (_final(cs, a.T, reverse) if training else cs[a.T % 2]).copy()
     y = _outputs(hs, a, reverse, training)
@@ -171,11 +171,11 @@ def lstm_backward(dy, dh_T, dc_T, cache):
     cache.consumed = True
     dx, dw_ih, dw_hh, db = _grad_buffers(a)
     if _has_steps(a):
-        parts = _batch_parts(a, 4)
-        with single_threaded_blas(parts):
+        parts, gemm_parts = _thread_parts(a, 4, True)
+        with single_threaded_blas(gemm_parts):
             _kernels.lstm_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
                                    data["cs"], data["gates"], dy, dh, dc, np.empty_like(dh),
-                                   dx, dw_ih, dw_hh, db, parts)
+                                   dx, dw_ih, dw_hh, db, parts, gemm_parts)
     return LSTMGrads(dx, dh, dc, dw_ih, dw_hh, db, db.copy())
 
 
@@ -205,10 +205,10 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False,
     gh_n = np.empty((a.T, a.B, a.H), a.dtype) if training else None
     if _has_steps(a):
         hh = np.empty((a.B, 3 * a.H), a.dtype)
-        parts = _batch_parts(a, 3)
-        with single_threaded_blas(parts):
+        parts, gemm_parts = _thread_parts(a, 3, training)
+        with single_threaded_blas(gemm_parts):
             _kernels.gru_forward(a.x, a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.lengths, reverse,
-                                 hs, gates, hh, gh_n, parts)
+                                 hs, gates, hh, gh_n, parts, gemm_parts)
     h_T = _final(hs, a.T, reverse).copy()
     y = _outputs(hs, a, reverse, training)
     cache = None
@@ -232,11 +232,11 @@ def gru_backward(dy, dh_T, cache):
     db_hh = np.zeros_like(db_ih)
     if _has_steps(a):
         dgh = np.empty((a.B, 3 * a.H), a.dtype)
-        parts = _batch_parts(a, 3)
-        with single_threaded_blas(parts):
+        parts, gemm_parts = _thread_parts(a, 3, True)
+        with single_threaded_blas(gemm_parts):
             _kernels.gru_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
                                   data["gates"], data["gh_n"], dy, dh, np.empty_like(dh),
-                                  dgh, dx, dw_ih, dw_hh, db_ih, db_hh, parts)
+                                  dgh, dx, dw_ih, dw_hh, db_ih, db_hh, parts, gemm_parts)
     return GRUGrads(dx, dh, dw_ih, dw_hh, db_ih, db_hh)
 
 
@@ -259,9 +259,14 @@ def _has_steps(a):
     return a.T > 0 and a.B > 0
 
 
-def _batch_parts(a, gates):
-    """Threads for a call: by its rows and its multiply-adds, T*B*G*H*(D+H)."""
-    return batch_parts(a.B, a.T * a.B * gates * a.H * (a.D + a.H))
+def _thread_parts(a, gates, training):
+    """Threads for a call, by its multiply-adds T*B*G*H*(D+H): ``parts`` for the time
+    loop, split by batch rows, and ``gemm_parts`` for the GEMMs over all T*B rows
+    (training's input projection, dx and the weight gradients; in inference the
+    projection runs in chunks on the loop's threads)."""
+    multiply_adds = a.T * a.B * gates * a.H * (a.D + a.H)
+    parts = batch_parts(a.B, multiply_adds)
+    return parts, gemm_parts(a.T * a.B, multiply_adds, parts) if training else parts
 
 
 def _chunk_steps(a, gates, training):

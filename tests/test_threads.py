@@ -54,6 +54,26 @@ def test_batch_split_matches_one_thread(variant, monkeypatch):
         assert_close(split[name], whole[name], np.float64, name=name)
 
 
+@pytest.mark.parametrize("variant", list(CELL_VARIANTS))
+def test_gemm_split_of_a_small_batch_matches_one_thread(variant, monkeypatch):
+    """B = 2 runs its time loop on one thread and its GEMMs over all T*B rows (the
+    input projection, dx, the weight gradients) on several: the same results."""
+    split = train_step(variant, seed=5, T=40, B=2)
+    monkeypatch.setattr(_threads, "MIN_ROWS_PER_THREAD", 10**9)
+    whole = train_step(variant, seed=5, T=40, B=2)
+    for name in whole:
+        assert_close(split[name], whole[name], np.float64, name=name)
+
+
+def test_gemm_thread_count_follows_rows_and_work(monkeypatch):
+    monkeypatch.setattr(_threads, "MIN_GEMM_WORK_PER_THREAD", 32_000_000)
+    threads = _kernels.max_threads()
+    assert _threads.gemm_parts(4000, 524_000_000, 1) == min(threads, 16)
+    assert _threads.gemm_parts(1000, 40_000_000, 1) == 1    # wake-ups would cost more
+    assert _threads.gemm_parts(7, 10**12, 1) == 1           # too few rows
+    assert _threads.gemm_parts(64, 1_000, 2) == 2           # never below the loop's threads
+
+
 def test_thread_count_follows_rows_and_work(monkeypatch):
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 2_000_000)
     threads = _kernels.max_threads()
