@@ -365,12 +365,10 @@ cdef void add_recurrent_grad(Py_ssize_t nb, Py_ssize_t H, Py_ssize_t GH, const f
         add_active_rows(nb, H, scratch, dh, lengths, t)
 
 
-cdef void input_grads(const floating *dG, Py_ssize_t rows, Py_ssize_t GH,
-                      const floating *x, Py_ssize_t D, const floating *w_ih,
-                      floating *dx, floating *dw_ih, int parts) noexcept nogil:
-    """dx and dW_ih from dG (rows, GH) and x (rows, D), rows = T*B."""
+cdef void input_grad(const floating *dG, Py_ssize_t rows, Py_ssize_t GH, Py_ssize_t D,
+                     const floating *w_ih, floating *dx, int parts) noexcept nogil:
+    """dx = dG @ W_ih (rows, D) for dG (rows, GH), rows = T*B, split by rows."""
     cdef Py_ssize_t part, m0, m1
-    # dx = dG @ W_ih                      (rows, D)
     cdef floating *packed_w_ih = NULL
     if packs_input_weights(GH, D, sizeof(floating)):
         packed_w_ih = packed_or_null(GH, D, w_ih, False)
@@ -384,8 +382,14 @@ cdef void input_grads(const floating *dG, Py_ssize_t rows, Py_ssize_t GH,
             m1 = part_start(part + 1, parts, rows)
             gemm_packed_set(m1 - m0, D, GH, dG + m0 * GH, GH, packed_w_ih, dx + m0 * D, D)
     free(packed_w_ih)
-    # dW_ih = dG.T @ x                    (GH, D)
-    gemm_sum_over_rows(GH, D, rows, dG, GH, x, D, dw_ih, D, parts)
+
+
+cdef inline bint side_by_side(int parts, Py_ssize_t D, Py_ssize_t H) noexcept nogil:
+    """Whether the weight gradients of the input side (width D) and of the recurrent
+    side (width H) run one per thread: with two threads and about equal work. Neither
+    then needs the scratch partial sums of gemm_sum_over_rows (measured: as fast, and
+    1 MiB less at H = 512); otherwise they run one after the other, each split."""
+    return parts == 2 and 4 * D <= 5 * H and 4 * H <= 5 * D
 
 
 cdef void all_weight_grads(const floating *dG, Py_ssize_t rows, Py_ssize_t GH,
@@ -396,9 +400,19 @@ cdef void all_weight_grads(const floating *dG, Py_ssize_t rows, Py_ssize_t GH,
 
     dG (rows, GH), x (rows, D), h_prev (rows, H): the states entering each step.
     """
-    input_grads(dG, rows, GH, x, D, w_ih, dx, dw_ih, parts)
+    cdef Py_ssize_t part
+    input_grad(dG, rows, GH, D, w_ih, dx, parts)
+    # dW_ih = dG.T @ x                    (GH, D)
     # dW_hh = dG.T @ h_prev               (GH, H)
-    gemm_sum_over_rows(GH, H, rows, dG, GH, h_prev, H, dw_hh, H, parts)
+    if side_by_side(parts, D, H):
+        for part in prange(2, num_threads=2, schedule="static"):
+            if part == 0:
+                gemm_at_b(GH, D, rows, dG, GH, x, D, dw_ih, D)
+            else:
+                gemm_at_b(GH, H, rows, dG, GH, h_prev, H, dw_hh, H)
+    else:
+        gemm_sum_over_rows(GH, D, rows, dG, GH, x, D, dw_ih, D, parts)
+        gemm_sum_over_rows(GH, H, rows, dG, GH, h_prev, H, dw_hh, H, parts)
     # db = dG.sum(axis=0)                 (GH,)
     column_sums_split(rows, GH, GH, dG, db, parts)
 
@@ -583,6 +597,8 @@ def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
                                       relu, &hs[0, 0, 0], optional_ptr(dy), &dh[0, 0],
                                       &dh_scratch[0, 0], &dpre[0, 0, 0], packed,
                                       lengths_ptr(lengths))
+            free(packed)     # W_hh is done with: less memory at the peak below
+            packed = NULL
             if lengths is not None:  # states carried past a length stay out of dW_hh
                 zero_inactive_rows(T, B, H, &hs[reverse, 0, 0], &lengths[0])
             all_weight_grads(&dpre[0, 0, 0], T * B, H, &x[0, 0, 0], D, &hs[reverse, 0, 0], H,
@@ -704,6 +720,8 @@ def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
                     lstm_backward_rows(b0, part_start(part + 1, parts, B) - b0, T, B, H, reverse,
                                        &cs[0, 0, 0], &gates[0, 0, 0], optional_ptr(dy), &dh[0, 0],
                                        &dc[0, 0], &dh_scratch[0, 0], packed, lengths_ptr(lengths))
+            free(packed)     # W_hh is done with: less memory at the peak below
+            packed = NULL
             if lengths is not None:  # states carried past a length stay out of dW_hh
                 zero_inactive_rows(T, B, H, &hs[reverse, 0, 0], &lengths[0])
             all_weight_grads(&gates[0, 0, 0], T * B, 4 * H, &x[0, 0, 0], D, &hs[reverse, 0, 0],
@@ -830,16 +848,31 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
                                       &hs[0, 0, 0], &gates[0, 0, 0], &gh_n[0, 0, 0],
                                       optional_ptr(dy), &dh[0, 0], &dh_scratch[0, 0], &dgh[0, 0],
                                       packed, lengths_ptr(lengths))
+            free(packed)     # W_hh is done with: less memory at the peak below
+            packed = NULL
             if lengths is not None:  # states carried past a length stay out of dW_hh
                 zero_inactive_rows(T, B, H, h_prev_all, &lengths[0])
-            input_grads(&gates[0, 0, 0], rows, 3 * H, &x[0, 0, 0], D, &w_ih[0, 0],
-                        &dx[0, 0, 0], &dw_ih[0, 0], gemm_parts)
+            input_grad(&gates[0, 0, 0], rows, 3 * H, D, &w_ih[0, 0], &dx[0, 0, 0], gemm_parts)
+            # dW_ih = dgi.T @ x                       (3H, D)
             # dW_hh[:2H] = dgi[:, :2H].T @ h_prev     (2H, H)
-            gemm_sum_over_rows(2 * H, H, rows, &gates[0, 0, 0], 3 * H, h_prev_all, H,
-                               &dw_hh[0, 0], H, gemm_parts)
             # dW_hh[2H:] = (da_n * r).T @ h_prev      (H, H)
-            gemm_sum_over_rows(H, H, rows, &gh_n[0, 0, 0], H, h_prev_all, H, &dw_hh[2 * H, 0],
-                               H, gemm_parts)
+            if side_by_side(gemm_parts, D, H):
+                for part in prange(2, num_threads=2, schedule="static"):
+                    if part == 0:
+                        gemm_at_b(3 * H, D, rows, &gates[0, 0, 0], 3 * H, &x[0, 0, 0], D,
+                                  &dw_ih[0, 0], D)
+                    else:
+                        gemm_at_b(2 * H, H, rows, &gates[0, 0, 0], 3 * H, h_prev_all, H,
+                                  &dw_hh[0, 0], H)
+                        gemm_at_b(H, H, rows, &gh_n[0, 0, 0], H, h_prev_all, H,
+                                  &dw_hh[2 * H, 0], H)
+            else:
+                gemm_sum_over_rows(3 * H, D, rows, &gates[0, 0, 0], 3 * H, &x[0, 0, 0], D,
+                                   &dw_ih[0, 0], D, gemm_parts)
+                gemm_sum_over_rows(2 * H, H, rows, &gates[0, 0, 0], 3 * H, h_prev_all, H,
+                                   &dw_hh[0, 0], H, gemm_parts)
+                gemm_sum_over_rows(H, H, rows, &gh_n[0, 0, 0], H, h_prev_all, H,
+                                   &dw_hh[2 * H, 0], H, gemm_parts)
             # db_ih = dgi.sum(0);  db_hh = [dgi[:, :2H].sum(0), (da_n * r).sum(0)]
             column_sums_split(rows, 3 * H, 3 * H, &gates[0, 0, 0], &db_ih[0], gemm_parts)
             column_sums_split(rows, 2 * H, 3 * H, &gates[0, 0, 0], &db_hh[0], gemm_parts)
