@@ -38,7 +38,8 @@ csrc/rnnfast_gemm.h on W_hh packed once per call. The input projection and
 dx = dG W_ih use the same kernel on W_ih (or W_ih^T) packed once per call where W_ih
 is small or the projection runs in chunks (inference): then each thread projects its
 own rows chunk by chunk, with no barrier between chunks. The weight gradients go
-through the same kernel too (gemm_at_b), split by their sum over the steps. These
+through the same kernel too (gemm_at_b): dW_ih and dW_hh one per thread where two
+threads share them evenly, else each split by its sum over the steps. These
 GEMMs over all T*B rows (and the BLAS calls for a large W_ih) are split over
 ``gemm_parts`` threads, which may exceed ``parts``: a batch too small to split still
 spreads them. BLAS runs one single-threaded call per thread: the caller
