@@ -987,7 +987,8 @@ def forward_inference(int gates_per_unit, bint relu, x, h0, c0, w_ih, w_hh, b_ih
         return None
     if not optional_fits(c0, typenum, B, H):
         return None
-    if batch_parts(B, T * B * GH * (D + H)) != 1:
+    # one row never splits (batch_parts gives 1 below 2 rows): skip the Python call
+    if B > 1 and batch_parts(B, T * B * GH * (D + H)) != 1:
         return None
 
     # steps per input projection: chunk_steps at most, and chunk_bytes of gates
