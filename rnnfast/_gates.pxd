@@ -68,6 +68,7 @@ cdef extern from "rnnfast_gates.h" nogil:
                          const double *a, double *out)
 
 cdef extern from "rnnfast_gemm.h" nogil:
+    void *rnnfast_alloc_packed(size_t bytes)
     size_t packed_size_f32(Py_ssize_t K, Py_ssize_t N)
     size_t packed_size_f64(Py_ssize_t K, Py_ssize_t N)
     void pack_panels_f32(Py_ssize_t K, Py_ssize_t N, const float *b, Py_ssize_t stride_k,

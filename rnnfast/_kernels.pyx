@@ -211,11 +211,11 @@ cdef floating *packed_or_null(Py_ssize_t rows, Py_ssize_t cols, const floating *
     cdef Py_ssize_t N = rows if transpose else cols
     cdef floating *packed
     if floating is float:
-        packed = <floating *>malloc(packed_size_f32(K, N) * sizeof(floating))
+        packed = <floating *>rnnfast_alloc_packed(packed_size_f32(K, N) * sizeof(floating))
         if packed != NULL:
             pack_panels_f32(K, N, w, 1 if transpose else cols, cols if transpose else 1, packed)
     else:
-        packed = <floating *>malloc(packed_size_f64(K, N) * sizeof(floating))
+        packed = <floating *>rnnfast_alloc_packed(packed_size_f64(K, N) * sizeof(floating))
         if packed != NULL:
             pack_panels_f64(K, N, w, 1 if transpose else cols, cols if transpose else 1, packed)
     return packed
