@@ -159,12 +159,11 @@ cdef inline void gemm_at_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float
     # C = A^T B (m, n) for A (k, m) and B (k, n); small ones, or any when out of
     # memory, through BLAS
     cdef int status = -1
-    if m * n * k < AT_B_MIN_MULTIPLY_ADDS:
-        pass
-    elif floating is float:
-        status = gemm_at_b_f32(m, n, k, a, lda, b, ldb, c, ldc)
-    else:
-        status = gemm_at_b_f64(m, n, k, a, lda, b, ldb, c, ldc)
+    if m * n * k >= AT_B_MIN_MULTIPLY_ADDS:
+        if floating is float:
+            status = gemm_at_b_f32(m, n, k, a, lda, b, ldb, c, ldc)
+        else:
+            status = gemm_at_b_f64(m, n, k, a, lda, b, ldb, c, ldc)
     if status != 0:
         gemm(Trans, NoTrans, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)
 
