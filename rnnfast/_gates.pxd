@@ -91,3 +91,5 @@ cdef extern from "rnnfast_gemm.h" nogil:
 
 cdef extern from "rnnfast_threads.h" nogil:
     int rnnfast_max_threads()
+    int rnnfast_team_size()
+    void rnnfast_barrier()

@@ -42,14 +42,16 @@ through the same kernel too (gemm_at_b): dW_ih and dW_hh one per thread where tw
 threads share them evenly, else each split by its sum over the steps. These
 GEMMs over all T*B rows (and the BLAS calls for a large W_ih) are split over
 ``gemm_parts`` threads, which may exceed ``parts``: a batch too small to split still
-spreads them. BLAS runs one single-threaded call per thread: the caller
+spreads them. Backward runs its reverse loops and all of these GEMMs in one parallel
+region, with barriers between them (grads_after_loop): each region start wakes
+sleeping threads, and a barrier costs less. BLAS runs one single-threaded call per thread: the caller
 (rnnfast._threads) holds BLAS at one thread while ``gemm_parts > 1``.
 """
 
 cimport numpy as cnp
 import numpy as np
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
@@ -266,56 +268,6 @@ cdef void gemm_split_rows(BLAS_Trans trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssi
              ldc)
 
 
-cdef void gemm_sum_over_rows(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *a,
-                             Py_ssize_t lda, const floating *b, Py_ssize_t ldb, floating *c,
-                             Py_ssize_t ldc, int parts) noexcept nogil:
-    """C = A^T B (m, n) for A (k, m) and B (k, n): a weight gradient, summed over all
-    k rows of the steps (gemm_at_b). The rows are split into ``parts`` ranges computed
-    in parallel, each thread reading only its own rows of A and B; the partial sums of
-    parts 1, 2, ... go to a scratch buffer and are added into C after."""
-    cdef Py_ssize_t part, q, i, j, r0, r1
-    cdef floating *partial = NULL
-    cdef const floating *src
-    if parts == 1:
-        gemm_at_b(m, n, k, a, lda, b, ldb, c, ldc)
-        return
-    partial = <floating *>malloc((parts - 1) * m * n * sizeof(floating))
-    if partial == NULL:   # no scratch: split the rows of C instead
-        for part in prange(parts, num_threads=parts, schedule="static"):
-            r0 = part_start(part, parts, m)
-            r1 = part_start(part + 1, parts, m)
-            gemm_at_b(r1 - r0, n, k, a + r0, lda, b, ldb, c + r0 * ldc, ldc)
-        return
-    for part in prange(parts, num_threads=parts, schedule="static"):
-        r0 = part_start(part, parts, k)
-        r1 = part_start(part + 1, parts, k)
-        if part == 0:
-            gemm_at_b(m, n, r1, a, lda, b, ldb, c, ldc)
-        else:
-            gemm_at_b(m, n, r1 - r0, a + r0 * lda, lda, b + r0 * ldb, ldb,
-                      partial + (part - 1) * m * n, n)
-    for part in prange(parts, num_threads=parts, schedule="static"):
-        for i in range(part_start(part, parts, m), part_start(part + 1, parts, m)):
-            for q in range(parts - 1):
-                src = partial + (q * m + i) * n
-                for j in range(n):
-                    c[i * ldc + j] += src[j]
-    free(partial)
-
-
-cdef void column_sums_split(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld, const floating *a,
-                            floating *out, int parts) noexcept nogil:
-    """out[j] = sum_r a[r * ld + j], the columns split into ``parts`` blocks."""
-    cdef Py_ssize_t part, j0, j1
-    if parts == 1:
-        column_sums(rows, cols, ld, a, out)
-        return
-    for part in prange(parts, num_threads=parts, schedule="static"):
-        j0 = part_start(part, parts, cols)
-        j1 = part_start(part + 1, parts, cols)
-        column_sums(rows, j1 - j0, ld, a + j0, out + j0)
-
-
 cdef inline bint packs_input_weights(Py_ssize_t GH, Py_ssize_t D, size_t itemsize) noexcept nogil:
     """Whether W_ih (GH, D) is small enough for the packed kernel to beat BLAS."""
     return GH * D * itemsize <= PACKED_INPUT_WEIGHTS_MAX_BYTES
@@ -365,56 +317,171 @@ cdef void add_recurrent_grad(Py_ssize_t nb, Py_ssize_t H, Py_ssize_t GH, const f
         add_active_rows(nb, H, scratch, dh, lengths, t)
 
 
-cdef void input_grad(const floating *dG, Py_ssize_t rows, Py_ssize_t GH, Py_ssize_t D,
-                     const floating *w_ih, floating *dx, int parts) noexcept nogil:
-    """dx = dG @ W_ih (rows, D) for dG (rows, GH), rows = T*B, split by rows."""
-    cdef Py_ssize_t part, m0, m1
-    cdef floating *packed_w_ih = NULL
-    if packs_input_weights(GH, D, sizeof(floating)):
-        packed_w_ih = packed_or_null(GH, D, w_ih, False)
-    if packed_w_ih == NULL:
-        gemm_split_rows(NoTrans, rows, D, GH, dG, GH, w_ih, D, dx, D, parts)
-    elif parts == 1:
-        gemm_packed_set(rows, D, GH, dG, GH, packed_w_ih, dx, D)
-    else:
-        for part in prange(parts, num_threads=parts, schedule="static"):
-            m0 = part_start(part, parts, rows)
-            m1 = part_start(part + 1, parts, rows)
-            gemm_packed_set(m1 - m0, D, GH, dG + m0 * GH, GH, packed_w_ih, dx + m0 * D, D)
-    free(packed_w_ih)
-
-
-cdef inline bint side_by_side(int parts, Py_ssize_t D, Py_ssize_t H) noexcept nogil:
+cdef inline bint side_by_side(int team, Py_ssize_t D, Py_ssize_t H) noexcept nogil:
     """Whether the weight gradients of the input side (width D) and of the recurrent
     side (width H) run one per thread: with two threads and about equal work. Neither
-    then needs the scratch partial sums of gemm_sum_over_rows (measured: as fast, and
-    1 MiB less at H = 512); otherwise they run one after the other, each split."""
-    return parts == 2 and 4 * D <= 5 * H and 4 * H <= 5 * D
+    then needs the scratch partial sums of a split by rows (measured: as fast, and
+    1 MiB less at H = 512)."""
+    return team == 2 and 4 * D <= 5 * H and 4 * H <= 5 * D
 
 
-cdef void all_weight_grads(const floating *dG, Py_ssize_t rows, Py_ssize_t GH,
-                           const floating *x, Py_ssize_t D, const floating *h_prev,
-                           Py_ssize_t H, const floating *w_ih, floating *dx, floating *dw_ih,
-                           floating *dw_hh, floating *db, int parts) noexcept nogil:
-    """The GEMMs after the reverse loop when both sides share dG (RNN, LSTM).
+cdef struct WeightGrad:
+    # c (m, n) = a^T b, the sum over the T*B rows of the steps: a (T*B, m) and b (T*B, n)
+    # row-major with leading dimensions lda and ldb, c with ldc. ``partial``: the sums
+    # of threads 1, 2, ... where the rows are split, (team - 1, m, n), or NULL
+    Py_ssize_t m, n, lda, ldb, ldc
+    const void *a
+    const void *b
+    void *c
+    void *partial
 
-    dG (rows, GH), x (rows, D), h_prev (rows, H): the states entering each step.
+
+cdef struct BiasGrad:
+    # out (cols,) = the column sums of a (T*B, cols), leading dimension ld
+    Py_ssize_t cols, ld
+    const void *a
+    void *out
+
+
+cdef struct AfterLoop:
+    # What BPTT computes once the reverse loops are done (grads_after_loop), on buffers
+    # of the dtype of the call: dx = dG W_ih (T*B, D) for dG (T*B, GH), the weight and
+    # bias gradients, and the bookkeeping between them.
+    Py_ssize_t T, B, D, H, GH
+    const void *w_ih           # (GH, D)
+    void *dx                   # (T*B, D)
+    void *packed_w_hh          # freed as soon as the reverse loops are done
+    void *packed_w_ih          # W_ih packed for dx, NULL where BLAS runs it
+    void *h_prev               # (T*B, H) states entering each step; with lengths, the
+    const int64_t *lengths     # inactive rows are zeroed before dW_hh
+    void *scratch              # the partial sums of every weight gradient
+    int weight_grads, bias_grads
+    WeightGrad weight[3]       # [0]: the input side (dW_ih); the rest the recurrent side
+    BiasGrad bias[3]
+
+
+cdef void start_after_loop(AfterLoop *after, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D,
+                           Py_ssize_t H, Py_ssize_t GH, const void *w_ih, void *dx,
+                           void *h_prev, const int64_t *lengths) noexcept nogil:
+    memset(after, 0, sizeof(AfterLoop))
+    after.T, after.B, after.D, after.H, after.GH = T, B, D, H, GH
+    after.w_ih, after.dx, after.h_prev, after.lengths = w_ih, dx, h_prev, lengths
+
+
+cdef void add_weight_grad(AfterLoop *after, Py_ssize_t m, Py_ssize_t n, const void *a,
+                          Py_ssize_t lda, const void *b, Py_ssize_t ldb, void *c,
+                          Py_ssize_t ldc) noexcept nogil:
+    after.weight[after.weight_grads] = WeightGrad(m, n, lda, ldb, ldc, a, b, c, NULL)
+    after.weight_grads += 1
+
+
+cdef void add_bias_grad(AfterLoop *after, Py_ssize_t cols, Py_ssize_t ld, const void *a,
+                        void *out) noexcept nogil:
+    after.bias[after.bias_grads] = BiasGrad(cols, ld, a, out)
+    after.bias_grads += 1
+
+
+cdef void alloc_partial_sums(AfterLoop *after, int team, size_t itemsize) noexcept nogil:
+    """Scratch for the partial weight gradients of threads 1 .. team-1, which split the
+    rows. Left NULL when out of memory: the rows of each gradient are split instead
+    (slower by a few percent, see grads_after_loop)."""
+    cdef Py_ssize_t i, total = 0
+    cdef char *scratch
+    for i in range(after.weight_grads):
+        total += after.weight[i].m * after.weight[i].n
+    scratch = <char *>malloc((team - 1) * total * itemsize)
+    after.scratch = scratch
+    if scratch == NULL:
+        return
+    for i in range(after.weight_grads):
+        after.weight[i].partial = scratch
+        scratch += (team - 1) * after.weight[i].m * after.weight[i].n * itemsize
+
+
+cdef void free_after_loop(AfterLoop *after) noexcept nogil:
+    free(after.packed_w_hh)
+    free(after.packed_w_ih)
+    free(after.scratch)
+    after.packed_w_hh = after.packed_w_ih = after.scratch = NULL
+
+
+cdef void grads_after_loop(int tid, int team, AfterLoop *after,
+                           const floating *dG) noexcept nogil:
+    """The GEMMs after BPTT, run by every thread ``tid`` of a team of ``team`` (one
+    parallel region with the reverse loops before it, so that no thread sleeps between
+    them: on a 2-core VM each region costs tens of microseconds to wake).
+
+    dx = dG W_ih by rows. The weight gradients one per thread where two threads share
+    them evenly (side_by_side), else each split by rows of the steps into partial sums,
+    added up after a barrier by rows of the gradient. The bias gradients by columns.
     """
-    cdef Py_ssize_t part
-    input_grad(dG, rows, GH, D, w_ih, dx, parts)
-    # dW_ih = dG.T @ x                    (GH, D)
-    # dW_hh = dG.T @ h_prev               (GH, H)
-    if side_by_side(parts, D, H):
-        for part in prange(2, num_threads=2, schedule="static"):
-            if part == 0:
-                gemm_at_b(GH, D, rows, dG, GH, x, D, dw_ih, D)
-            else:
-                gemm_at_b(GH, H, rows, dG, GH, h_prev, H, dw_hh, H)
+    cdef Py_ssize_t rows = after.T * after.B, GH = after.GH, D = after.D
+    cdef Py_ssize_t i, q, r, j, r0, r1, m, n
+    cdef WeightGrad *w
+    cdef BiasGrad *bias
+    cdef floating *c
+    cdef const floating *partial
+    cdef bint whole = side_by_side(team, D, after.H)
+    rnnfast_barrier()   # every step's dG is in place
+    if tid == 0:
+        free(after.packed_w_hh)   # W_hh is done with: less memory at the peak below
+        after.packed_w_hh = NULL
+        if packs_input_weights(GH, D, sizeof(floating)):
+            after.packed_w_ih = packed_or_null(GH, D, <const floating *>after.w_ih, False)
+        if after.lengths != NULL:   # states carried past a length stay out of dW_hh
+            zero_inactive_rows(after.T, after.B, after.H, <floating *>after.h_prev,
+                               after.lengths)
+        if not whole and team > 1:
+            alloc_partial_sums(after, team, sizeof(floating))
+    rnnfast_barrier()
+    # dx = dG @ W_ih                          (rows, D)
+    r0 = part_start(tid, team, rows)
+    r1 = part_start(tid + 1, team, rows)
+    if after.packed_w_ih == NULL:
+        gemm(NoTrans, NoTrans, r1 - r0, D, GH, 1, dG + r0 * GH, GH,
+             <const floating *>after.w_ih, D, 0, <floating *>after.dx + r0 * D, D)
     else:
-        gemm_sum_over_rows(GH, D, rows, dG, GH, x, D, dw_ih, D, parts)
-        gemm_sum_over_rows(GH, H, rows, dG, GH, h_prev, H, dw_hh, H, parts)
-    # db = dG.sum(axis=0)                 (GH,)
-    column_sums_split(rows, GH, GH, dG, db, parts)
+        gemm_packed_set(r1 - r0, D, GH, dG + r0 * GH, GH, <const floating *>after.packed_w_ih,
+                        <floating *>after.dx + r0 * D, D)
+    for i in range(after.weight_grads):
+        w = &after.weight[i]
+        if whole:   # the input side on thread 0, the recurrent side on thread 1
+            if (i > 0) == tid:
+                gemm_at_b(w.m, w.n, rows, <const floating *>w.a, w.lda, <const floating *>w.b,
+                          w.ldb, <floating *>w.c, w.ldc)
+        elif w.partial == NULL:   # no scratch: split the rows of the gradient instead
+            r0 = part_start(tid, team, w.m)
+            r1 = part_start(tid + 1, team, w.m)
+            gemm_at_b(r1 - r0, w.n, rows, <const floating *>w.a + r0, w.lda,
+                      <const floating *>w.b, w.ldb, <floating *>w.c + r0 * w.ldc, w.ldc)
+        else:
+            r0 = part_start(tid, team, rows)
+            r1 = part_start(tid + 1, team, rows)
+            if tid == 0:
+                gemm_at_b(w.m, w.n, r1, <const floating *>w.a, w.lda, <const floating *>w.b,
+                          w.ldb, <floating *>w.c, w.ldc)
+            else:
+                gemm_at_b(w.m, w.n, r1 - r0, <const floating *>w.a + r0 * w.lda, w.lda,
+                          <const floating *>w.b + r0 * w.ldb, w.ldb,
+                          <floating *>w.partial + (tid - 1) * w.m * w.n, w.n)
+    if not whole and team > 1 and after.scratch != NULL:
+        rnnfast_barrier()
+        for i in range(after.weight_grads):
+            # c[r] += the partial sums of threads 1 .. team-1, rows of c split
+            w = &after.weight[i]
+            m, n, c = w.m, w.n, <floating *>w.c
+            for r in range(part_start(tid, team, m), part_start(tid + 1, team, m)):
+                for q in range(team - 1):
+                    partial = <const floating *>w.partial + (q * m + r) * n
+                    for j in range(n):
+                        c[r * w.ldc + j] += partial[j]
+    for i in range(after.bias_grads):
+        # out = the column sums of a              (cols,), columns split
+        bias = &after.bias[i]
+        r0 = part_start(tid, team, bias.cols)
+        r1 = part_start(tid + 1, team, bias.cols)
+        column_sums(rows, r1 - r0, bias.ld, <const floating *>bias.a + r0,
+                    <floating *>bias.out + r0)
 
 
 cdef void project_rows(const floating *x, const floating *packed_w_ih_t, Py_ssize_t first,
@@ -563,6 +630,22 @@ cdef void rnn_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize
     rnnfast_fpmode_exit(fpmode)
 
 
+cdef void rnn_backward_team(int tid, int team, int parts, AfterLoop *after, bint reverse,
+                            bint relu, const floating *hs, const floating *dy, floating *dh,
+                            floating *dh_scratch, floating *dpre) noexcept nogil:
+    """Thread ``tid`` of ``team``: the reverse loops of its batch blocks, of ``parts``,
+    then its share of grads_after_loop."""
+    cdef Py_ssize_t B = after.B, b0
+    cdef int part = tid
+    while part < parts:
+        b0 = part_start(part, parts, B)
+        rnn_backward_rows(b0, part_start(part + 1, parts, B) - b0, after.T, B, after.H,
+                          reverse, relu, hs, dy, dh, dh_scratch, dpre,
+                          <const floating *>after.packed_w_hh, after.lengths)
+        part += team
+    grads_after_loop(tid, team, after, dpre)
+
+
 def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
                  const floating[:, ::1] w_ih,    # (H, D)
                  const floating[:, ::1] w_hh,    # (H, H)
@@ -581,31 +664,29 @@ def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
                  int gemm_parts):                # threads of the GEMMs after the loop
     """BPTT for ``rnn_forward``: dpre_t = (dy_t + dh_t) act'(h_t), dh_{t-1} = dpre_t W_hh."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
-    cdef Py_ssize_t part, b0
-    cdef floating *packed = pack_weights(w_hh.shape[0], H, &w_hh[0, 0], False)
+    cdef int threads = max(parts, gemm_parts)
+    cdef AfterLoop after
+    start_after_loop(&after, T, B, D, H, H, &w_ih[0, 0], &dx[0, 0, 0], &hs[reverse, 0, 0],
+                     lengths_ptr(lengths))
     try:
+        after.packed_w_hh = pack_weights(w_hh.shape[0], H, &w_hh[0, 0], False)
+        # dW_ih = dpre.T @ x     (H, D);   dW_hh = dpre.T @ h_prev     (H, H)
+        add_weight_grad(&after, H, D, &dpre[0, 0, 0], H, &x[0, 0, 0], D, &dw_ih[0, 0], D)
+        add_weight_grad(&after, H, H, &dpre[0, 0, 0], H, &hs[reverse, 0, 0], H, &dw_hh[0, 0], H)
+        # db = dpre.sum(0)       (H,)
+        add_bias_grad(&after, H, H, &dpre[0, 0, 0], &db[0])
         with nogil:
-            if parts == 1:   # one block: no OpenMP region (see the docstring)
-                rnn_backward_rows(0, B, T, B, H, reverse,
-                                  relu, &hs[0, 0, 0], optional_ptr(dy), &dh[0, 0],
-                                  &dh_scratch[0, 0], &dpre[0, 0, 0], packed,
-                                  lengths_ptr(lengths))
+            if threads == 1:   # no OpenMP region (see the docstring)
+                rnn_backward_team(0, 1, parts, &after, reverse, relu, &hs[0, 0, 0],
+                                  optional_ptr(dy), &dh[0, 0], &dh_scratch[0, 0],
+                                  &dpre[0, 0, 0])
             else:
-                for part in prange(parts, num_threads=parts, schedule="static"):
-                    b0 = part_start(part, parts, B)
-                    rnn_backward_rows(b0, part_start(part + 1, parts, B) - b0, T, B, H, reverse,
+                with parallel(num_threads=threads):
+                    rnn_backward_team(threadid(), rnnfast_team_size(), parts, &after, reverse,
                                       relu, &hs[0, 0, 0], optional_ptr(dy), &dh[0, 0],
-                                      &dh_scratch[0, 0], &dpre[0, 0, 0], packed,
-                                      lengths_ptr(lengths))
-            free(packed)     # W_hh is done with: less memory at the peak below
-            packed = NULL
-            if lengths is not None:  # states carried past a length stay out of dW_hh
-                zero_inactive_rows(T, B, H, &hs[reverse, 0, 0], &lengths[0])
-            all_weight_grads(&dpre[0, 0, 0], T * B, H, &x[0, 0, 0], D, &hs[reverse, 0, 0], H,
-                             &w_ih[0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0],
-                             gemm_parts)
+                                      &dh_scratch[0, 0], &dpre[0, 0, 0])
     finally:
-        free(packed)
+        free_after_loop(&after)
 
 
 # ---------------------------------------------------------------- LSTM
@@ -686,6 +767,22 @@ cdef void lstm_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssiz
     rnnfast_fpmode_exit(fpmode)
 
 
+cdef void lstm_backward_team(int tid, int team, int parts, AfterLoop *after, bint reverse,
+                             const floating *cs, floating *gates, const floating *dy,
+                             floating *dh, floating *dc, floating *dh_scratch) noexcept nogil:
+    """Thread ``tid`` of ``team``: the reverse loops of its batch blocks, of ``parts``,
+    then its share of grads_after_loop."""
+    cdef Py_ssize_t B = after.B, b0
+    cdef int part = tid
+    while part < parts:
+        b0 = part_start(part, parts, B)
+        lstm_backward_rows(b0, part_start(part + 1, parts, B) - b0, after.T, B, after.H,
+                           reverse, cs, gates, dy, dh, dc, dh_scratch,
+                           <const floating *>after.packed_w_hh, after.lengths)
+        part += team
+    grads_after_loop(tid, team, after, gates)
+
+
 def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
                   const floating[:, ::1] w_ih,   # (4H, D)
                   const floating[:, ::1] w_hh,   # (4H, H)
@@ -706,29 +803,29 @@ def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
                   int gemm_parts):               # threads of the GEMMs after the loop
     """BPTT for ``lstm_forward``; the stored gates become dG in place."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
-    cdef Py_ssize_t part, b0
-    cdef floating *packed = pack_weights(w_hh.shape[0], H, &w_hh[0, 0], False)
+    cdef int threads = max(parts, gemm_parts)
+    cdef AfterLoop after
+    start_after_loop(&after, T, B, D, H, 4 * H, &w_ih[0, 0], &dx[0, 0, 0], &hs[reverse, 0, 0],
+                     lengths_ptr(lengths))
     try:
+        after.packed_w_hh = pack_weights(w_hh.shape[0], H, &w_hh[0, 0], False)
+        # dW_ih = dG.T @ x       (4H, D);   dW_hh = dG.T @ h_prev       (4H, H)
+        add_weight_grad(&after, 4 * H, D, &gates[0, 0, 0], 4 * H, &x[0, 0, 0], D, &dw_ih[0, 0], D)
+        add_weight_grad(&after, 4 * H, H, &gates[0, 0, 0], 4 * H, &hs[reverse, 0, 0], H,
+                        &dw_hh[0, 0], H)
+        # db = dG.sum(0)         (4H,)
+        add_bias_grad(&after, 4 * H, 4 * H, &gates[0, 0, 0], &db[0])
         with nogil:
-            if parts == 1:   # one block: no OpenMP region (see the docstring)
-                lstm_backward_rows(0, B, T, B, H, reverse,
-                                   &cs[0, 0, 0], &gates[0, 0, 0], optional_ptr(dy), &dh[0, 0],
-                                   &dc[0, 0], &dh_scratch[0, 0], packed, lengths_ptr(lengths))
+            if threads == 1:   # no OpenMP region (see the docstring)
+                lstm_backward_team(0, 1, parts, &after, reverse, &cs[0, 0, 0], &gates[0, 0, 0],
+                                   optional_ptr(dy), &dh[0, 0], &dc[0, 0], &dh_scratch[0, 0])
             else:
-                for part in prange(parts, num_threads=parts, schedule="static"):
-                    b0 = part_start(part, parts, B)
-                    lstm_backward_rows(b0, part_start(part + 1, parts, B) - b0, T, B, H, reverse,
-                                       &cs[0, 0, 0], &gates[0, 0, 0], optional_ptr(dy), &dh[0, 0],
-                                       &dc[0, 0], &dh_scratch[0, 0], packed, lengths_ptr(lengths))
-            free(packed)     # W_hh is done with: less memory at the peak below
-            packed = NULL
-            if lengths is not None:  # states carried past a length stay out of dW_hh
-                zero_inactive_rows(T, B, H, &hs[reverse, 0, 0], &lengths[0])
-            all_weight_grads(&gates[0, 0, 0], T * B, 4 * H, &x[0, 0, 0], D, &hs[reverse, 0, 0],
-                             H, &w_ih[0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0], &db[0],
-                             gemm_parts)
+                with parallel(num_threads=threads):
+                    lstm_backward_team(threadid(), rnnfast_team_size(), parts, &after, reverse,
+                                       &cs[0, 0, 0], &gates[0, 0, 0], optional_ptr(dy),
+                                       &dh[0, 0], &dc[0, 0], &dh_scratch[0, 0])
     finally:
-        free(packed)
+        free_after_loop(&after)
 
 
 # ---------------------------------------------------------------- GRU
@@ -806,6 +903,23 @@ cdef void gru_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize
     rnnfast_fpmode_exit(fpmode)
 
 
+cdef void gru_backward_team(int tid, int team, int parts, AfterLoop *after, bint reverse,
+                            const floating *hs, floating *gates, floating *gh_n,
+                            const floating *dy, floating *dh, floating *dh_scratch,
+                            floating *dgh) noexcept nogil:
+    """Thread ``tid`` of ``team``: the reverse loops of its batch blocks, of ``parts``,
+    then its share of grads_after_loop."""
+    cdef Py_ssize_t B = after.B, b0
+    cdef int part = tid
+    while part < parts:
+        b0 = part_start(part, parts, B)
+        gru_backward_rows(b0, part_start(part + 1, parts, B) - b0, after.T, B, after.H,
+                          reverse, hs, gates, gh_n, dy, dh, dh_scratch, dgh,
+                          <const floating *>after.packed_w_hh, after.lengths)
+        part += team
+    grads_after_loop(tid, team, after, gates)
+
+
 def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
                  const floating[:, ::1] w_ih,    # (3H, D)
                  const floating[:, ::1] w_hh,    # (3H, H)
@@ -831,54 +945,36 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
     da_n * r), so dgi is kept in ``gates`` and the recurrent n part in ``gh_n``.
     """
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
-    cdef Py_ssize_t rows = T * B, part, b0
-    cdef floating *h_prev_all = &hs[reverse, 0, 0]
-    cdef floating *packed = pack_weights(w_hh.shape[0], H, &w_hh[0, 0], False)
+    cdef int threads = max(parts, gemm_parts)
+    cdef AfterLoop after
+    cdef floating *h_prev = &hs[reverse, 0, 0]
+    start_after_loop(&after, T, B, D, H, 3 * H, &w_ih[0, 0], &dx[0, 0, 0], h_prev,
+                     lengths_ptr(lengths))
     try:
+        after.packed_w_hh = pack_weights(w_hh.shape[0], H, &w_hh[0, 0], False)
+        # dW_ih = dgi.T @ x                       (3H, D)
+        # dW_hh[:2H] = dgi[:, :2H].T @ h_prev     (2H, H)
+        # dW_hh[2H:] = (da_n * r).T @ h_prev      (H, H)
+        add_weight_grad(&after, 3 * H, D, &gates[0, 0, 0], 3 * H, &x[0, 0, 0], D, &dw_ih[0, 0], D)
+        add_weight_grad(&after, 2 * H, H, &gates[0, 0, 0], 3 * H, h_prev, H, &dw_hh[0, 0], H)
+        add_weight_grad(&after, H, H, &gh_n[0, 0, 0], H, h_prev, H, &dw_hh[2 * H, 0], H)
+        # db_ih = dgi.sum(0);  db_hh = [dgi[:, :2H].sum(0), (da_n * r).sum(0)]
+        add_bias_grad(&after, 3 * H, 3 * H, &gates[0, 0, 0], &db_ih[0])
+        add_bias_grad(&after, 2 * H, 3 * H, &gates[0, 0, 0], &db_hh[0])
+        add_bias_grad(&after, H, H, &gh_n[0, 0, 0], &db_hh[2 * H])
         with nogil:
-            if parts == 1:   # one block: no OpenMP region (see the docstring)
-                gru_backward_rows(0, B, T, B, H, reverse,
-                                  &hs[0, 0, 0], &gates[0, 0, 0], &gh_n[0, 0, 0],
-                                  optional_ptr(dy), &dh[0, 0], &dh_scratch[0, 0], &dgh[0, 0],
-                                  packed, lengths_ptr(lengths))
+            if threads == 1:   # no OpenMP region (see the docstring)
+                gru_backward_team(0, 1, parts, &after, reverse, &hs[0, 0, 0], &gates[0, 0, 0],
+                                  &gh_n[0, 0, 0], optional_ptr(dy), &dh[0, 0],
+                                  &dh_scratch[0, 0], &dgh[0, 0])
             else:
-                for part in prange(parts, num_threads=parts, schedule="static"):
-                    b0 = part_start(part, parts, B)
-                    gru_backward_rows(b0, part_start(part + 1, parts, B) - b0, T, B, H, reverse,
+                with parallel(num_threads=threads):
+                    gru_backward_team(threadid(), rnnfast_team_size(), parts, &after, reverse,
                                       &hs[0, 0, 0], &gates[0, 0, 0], &gh_n[0, 0, 0],
-                                      optional_ptr(dy), &dh[0, 0], &dh_scratch[0, 0], &dgh[0, 0],
-                                      packed, lengths_ptr(lengths))
-            free(packed)     # W_hh is done with: less memory at the peak below
-            packed = NULL
-            if lengths is not None:  # states carried past a length stay out of dW_hh
-                zero_inactive_rows(T, B, H, h_prev_all, &lengths[0])
-            input_grad(&gates[0, 0, 0], rows, 3 * H, D, &w_ih[0, 0], &dx[0, 0, 0], gemm_parts)
-            # dW_ih = dgi.T @ x                       (3H, D)
-            # dW_hh[:2H] = dgi[:, :2H].T @ h_prev     (2H, H)
-            # dW_hh[2H:] = (da_n * r).T @ h_prev      (H, H)
-            if side_by_side(gemm_parts, D, H):
-                for part in prange(2, num_threads=2, schedule="static"):
-                    if part == 0:
-                        gemm_at_b(3 * H, D, rows, &gates[0, 0, 0], 3 * H, &x[0, 0, 0], D,
-                                  &dw_ih[0, 0], D)
-                    else:
-                        gemm_at_b(2 * H, H, rows, &gates[0, 0, 0], 3 * H, h_prev_all, H,
-                                  &dw_hh[0, 0], H)
-                        gemm_at_b(H, H, rows, &gh_n[0, 0, 0], H, h_prev_all, H,
-                                  &dw_hh[2 * H, 0], H)
-            else:
-                gemm_sum_over_rows(3 * H, D, rows, &gates[0, 0, 0], 3 * H, &x[0, 0, 0], D,
-                                   &dw_ih[0, 0], D, gemm_parts)
-                gemm_sum_over_rows(2 * H, H, rows, &gates[0, 0, 0], 3 * H, h_prev_all, H,
-                                   &dw_hh[0, 0], H, gemm_parts)
-                gemm_sum_over_rows(H, H, rows, &gh_n[0, 0, 0], H, h_prev_all, H,
-                                   &dw_hh[2 * H, 0], H, gemm_parts)
-            # db_ih = dgi.sum(0);  db_hh = [dgi[:, :2H].sum(0), (da_n * r).sum(0)]
-            column_sums_split(rows, 3 * H, 3 * H, &gates[0, 0, 0], &db_ih[0], gemm_parts)
-            column_sums_split(rows, 2 * H, 3 * H, &gates[0, 0, 0], &db_hh[0], gemm_parts)
-            column_sums_split(rows, H, H, &gh_n[0, 0, 0], &db_hh[2 * H], gemm_parts)
+                                      optional_ptr(dy), &dh[0, 0], &dh_scratch[0, 0],
+                                      &dgh[0, 0])
     finally:
-        free(packed)
+        free_after_loop(&after)
 
 
 # ---------------------------------------------------------------- whole inference calls

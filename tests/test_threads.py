@@ -65,6 +65,49 @@ def test_gemm_split_of_a_small_batch_matches_one_thread(variant, monkeypatch):
         assert_close(split[name], whole[name], np.float64, name=name)
 
 
+# Run in a child process with OMP_NUM_THREADS=3: a team of three threads, each
+# with its reverse loop (B = 12) or only thread 0 with one (B = 2), then the GEMMs
+# after the loop split three ways with partial sums added after a barrier.
+THREE_THREADS_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from rnnfast import _kernels, _threads
+from conftest import CELL_VARIANTS, assert_close
+from test_threads import train_step
+
+assert _kernels.max_threads() == 3
+for variant in CELL_VARIANTS:
+    for T, B in ((20, 12), (40, 2)):
+        _threads.MIN_WORK_PER_THREAD = _threads.MIN_GEMM_WORK_PER_THREAD = 1
+        _threads.MIN_ROWS_PER_THREAD = 4
+        parts = _threads.batch_parts(B)
+        assert (parts, _threads.gemm_parts(T * B, 10**9, parts)) == ((3, 3) if B == 12
+                                                                    else (1, 3))
+        split = train_step(variant, seed=7, T=T, B=B)
+        _threads.MIN_ROWS_PER_THREAD = 10**9
+        whole = train_step(variant, seed=7, T=T, B=B)
+        for name in whole:
+            assert_close(split[name], whole[name], np.float64, name=f"{variant} B={B} {name}")
+print("matched")
+"""
+
+
+def test_three_threads_match_one_thread():
+    import os
+    import subprocess
+    import sys
+
+    from conftest import rnnfast_env
+
+    env = rnnfast_env({**os.environ, "OMP_NUM_THREADS": "3"})
+    result = subprocess.run([sys.executable, "-c", THREE_THREADS_SCRIPT,
+                             os.path.dirname(os.path.abspath(__file__))],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "matched"
+
+
 def test_gemm_thread_count_follows_rows_and_work(monkeypatch):
     monkeypatch.setattr(_threads, "MIN_GEMM_WORK_PER_THREAD", 32_000_000)
     threads = _kernels.max_threads()
