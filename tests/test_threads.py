@@ -139,6 +139,29 @@ def test_blas_thread_counts_restored():
     assert blas_threads() == before
 
 
+def test_openblas_thread_counts_through_its_entry_points():
+    """Each OpenBLAS with its own threads is read and set through its C entry points,
+    which agree with threadpoolctl; any other BLAS goes through threadpoolctl."""
+    from rnnfast._blas import ThreadCounts
+
+    counts, controlled = _threads._blas_limiters()
+    infos = [info for info in threadpool_info() if info["user_api"] == "blas"]
+    openblas = [info["num_threads"] for info in infos
+                if info["internal_api"] == "openblas" and info["threading_layer"] == "pthreads"]
+    assert sorted(counts.counts()) == sorted(openblas)
+    assert len(openblas) + len(controlled.libraries) == len(infos)
+    counts.limit_to_one()
+    try:
+        assert counts.counts() == [1] * len(openblas)
+    finally:
+        counts.restore()
+    assert sorted(counts.counts()) == sorted(openblas)
+    with pytest.raises(ValueError, match=r"addresses\[0\] must be two non-null"):
+        ThreadCounts([(0, 0)])
+    with pytest.raises(ValueError, match="at most 8 libraries"):
+        ThreadCounts([(1, 1)] * 9)
+
+
 def test_openmp_wait_policy_is_passive_only_while_the_runtime_loads(monkeypatch):
     """The runtime loads with OMP_WAIT_POLICY=PASSIVE unless the user set a policy;
     the environment is left as it was either way."""
