@@ -73,6 +73,9 @@ cdef enum:
     AT_B_MIN_MULTIPLY_ADDS = 1 << 20
     # BLAS takes int sizes: T*B rows at most.
     MAX_ROWS = 2147483647
+    # Backward frees a packed W_ih of this many bytes or more as soon as dx is done,
+    # before the weight gradients allocate their scratch.
+    LARGE_INPUT_WEIGHTS_BYTES = 1024 * 1024
 
 
 # ---------------------------------------------------------------- C dispatch by dtype
@@ -421,7 +424,10 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
     cdef BiasGrad *bias
     cdef floating *c
     cdef const floating *partial
+    cdef const floating *packed_w_ih
     cdef bint whole = side_by_side(team, D, after.H)
+    cdef bint split_rows = not whole and team > 1
+    cdef bint large_w_ih = GH * D * sizeof(floating) >= LARGE_INPUT_WEIGHTS_BYTES
     rnnfast_barrier()   # every step's dG is in place
     if tid == 0:
         free(after.packed_w_hh)   # W_hh is done with: less memory at the peak below
@@ -431,18 +437,29 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
         if after.lengths != NULL:   # states carried past a length stay out of dW_hh
             zero_inactive_rows(after.T, after.B, after.H, <floating *>after.h_prev,
                                after.lengths)
-        if not whole and team > 1:
+        if split_rows and not large_w_ih:
             alloc_partial_sums(after, team, sizeof(floating))
     rnnfast_barrier()
+    packed_w_ih = <const floating *>after.packed_w_ih
     # dx = dG @ W_ih                          (rows, D)
     r0 = part_start(tid, team, rows)
     r1 = part_start(tid + 1, team, rows)
-    if after.packed_w_ih == NULL:
+    if packed_w_ih == NULL:
         gemm(NoTrans, NoTrans, r1 - r0, D, GH, 1, dG + r0 * GH, GH,
              <const floating *>after.w_ih, D, 0, <floating *>after.dx + r0 * D, D)
     else:
-        gemm_packed_set(r1 - r0, D, GH, dG + r0 * GH, GH, <const floating *>after.packed_w_ih,
+        gemm_packed_set(r1 - r0, D, GH, dG + r0 * GH, GH, packed_w_ih,
                         <floating *>after.dx + r0 * D, D)
+    if large_w_ih:
+        # a large packed W_ih is freed before the weight gradients allocate their
+        # scratch: a lower peak, for barriers that cost nothing against these GEMMs
+        rnnfast_barrier()
+        if tid == 0:
+            free(after.packed_w_ih)
+            after.packed_w_ih = NULL
+            if split_rows:
+                alloc_partial_sums(after, team, sizeof(floating))
+        rnnfast_barrier()
     for i in range(after.weight_grads):
         w = &after.weight[i]
         if whole:   # the input side on thread 0, the recurrent side on thread 1
@@ -464,7 +481,7 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
                 gemm_at_b(w.m, w.n, r1 - r0, <const floating *>w.a + r0 * w.lda, w.lda,
                           <const floating *>w.b + r0 * w.ldb, w.ldb,
                           <floating *>w.partial + (tid - 1) * w.m * w.n, w.n)
-    if not whole and team > 1 and after.scratch != NULL:
+    if split_rows and after.scratch != NULL:
         rnnfast_barrier()
         for i in range(after.weight_grads):
             # c[r] += the partial sums of threads 1 .. team-1, rows of c split

@@ -98,6 +98,17 @@ def test_large_input_weights(variant, dtype):
     assert_all_close(run_both(variant, T, B, D, H, dtype, lengths, reverse=False), dtype)
 
 
+@pytest.mark.parametrize("variant", list(CELL_VARIANTS))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("T, B, D, H", [(4, 8, 16400, 16), (2, 8, 512, 512)])
+def test_input_weights_over_1mib_on_two_threads(variant, dtype, T, B, D, H):
+    """A W_ih of 1 MiB or more on two threads: backward frees it (packed or not) once
+    dx is done, then runs the weight gradients split by rows (D != H) or one per
+    thread (D == H)."""
+    lengths = np.array([T, 1, 0, T, 2, T, 1, T])
+    assert_all_close(run_both(variant, T, B, D, H, dtype, lengths, reverse=False), dtype)
+
+
 @settings(max_examples=60, deadline=None)
 @given(variant=st.sampled_from(list(CELL_VARIANTS)), dtype=st.sampled_from(DTYPES),
        T=st.integers(1, 12), B=st.integers(1, 5), D=st.integers(1, 6), H=st.integers(1, 9),
