@@ -93,3 +93,4 @@ cdef extern from "rnnfast_threads.h" nogil:
     int rnnfast_max_threads()
     int rnnfast_team_size()
     void rnnfast_barrier()
+    void rnnfast_join(int tid, int team, int *finished)

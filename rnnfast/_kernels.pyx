@@ -44,7 +44,8 @@ GEMMs over all T*B rows (and the BLAS calls for a large W_ih) are split over
 ``gemm_parts`` threads, which may exceed ``parts``: a batch too small to split still
 spreads them. Backward runs its reverse loops and all of these GEMMs in one parallel
 region, with barriers between them (grads_after_loop): each region start wakes
-sleeping threads, and a barrier costs less. BLAS runs one single-threaded call per thread: the caller
+sleeping threads, and a barrier costs less. Both regions end in rnnfast_join, where
+the calling thread spins briefly for the others rather than going to sleep. BLAS runs one single-threaded call per thread: the caller
 (rnnfast._threads) holds BLAS at one thread while ``gemm_parts > 1``.
 """
 
@@ -358,6 +359,7 @@ cdef struct AfterLoop:
     void *h_prev               # (T*B, H) states entering each step; with lengths, the
     const int64_t *lengths     # inactive rows are zeroed before dW_hh
     void *scratch              # the partial sums of every weight gradient
+    int finished               # threads done, for rnnfast_join
     int weight_grads, bias_grads
     WeightGrad weight[3]       # [0]: the input side (dW_ih); the rest the recurrent side
     BiasGrad bias[3]
@@ -386,8 +388,9 @@ cdef void add_bias_grad(AfterLoop *after, Py_ssize_t cols, Py_ssize_t ld, const 
 
 cdef void alloc_partial_sums(AfterLoop *after, int team, size_t itemsize) noexcept nogil:
     """Scratch for the partial weight gradients of threads 1 .. team-1, which split the
-    rows. Left NULL when out of memory: the rows of each gradient are split instead
-    (slower by a few percent, see grads_after_loop)."""
+    rows: for every gradient at once, (team - 1) * G*H * (D + H) values. Left NULL when
+    out of memory: the rows of each gradient are split instead (slower by a few
+    percent, see grads_after_loop)."""
     cdef Py_ssize_t i, total = 0
     cdef char *scratch
     for i in range(after.weight_grads):
@@ -499,6 +502,7 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
         r1 = part_start(tid + 1, team, bias.cols)
         column_sums(rows, r1 - r0, bias.ld, <const floating *>bias.a + r0,
                     <floating *>bias.out + r0)
+    rnnfast_join(tid, team, &after.finished)
 
 
 cdef void project_rows(const floating *x, const floating *packed_w_ih_t, Py_ssize_t first,
@@ -529,6 +533,30 @@ cdef inline void forward_rows(int gates_per_unit, bint relu, bint training, Py_s
                          packed, bias, b_hh, lengths)
 
 
+cdef void forward_team(int tid, int team, int *finished, int gates_per_unit, bint relu,
+                       bint training, Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
+                       Py_ssize_t K, const floating *x, const floating *packed_ih,
+                       const floating *packed, const floating *bias, const floating *b_hh,
+                       const int64_t *lengths, bint reverse, floating *hs, floating *cs,
+                       floating *gates, floating *hh, floating *gh_n, int parts) noexcept nogil:
+    """Thread ``tid`` of ``team`` in forward_chunks: each of its batch blocks, of
+    ``parts``, projects its own rows and runs them, chunk by chunk."""
+    cdef Py_ssize_t GH = gates_per_unit * H, chunk, s0, steps, first, b0, nb
+    cdef int part = tid
+    while part < parts:
+        b0 = part_start(part, parts, B)
+        nb = part_start(part + 1, parts, B) - b0
+        for chunk in range((T + K - 1) // K):
+            s0 = chunk * K
+            steps = min(K, T - s0)
+            first = chunk_start(s0, steps, T, reverse)
+            project_rows(x, packed_ih, first, steps, B, b0, nb, D, GH, gates)
+            forward_rows(gates_per_unit, relu, training, b0, nb, s0, steps, first, T, B, H,
+                         reverse, hs, cs, gates, hh, gh_n, packed, bias, b_hh, lengths)
+        part += team
+    rnnfast_join(tid, team, finished)
+
+
 cdef void forward_chunks(int gates_per_unit, bint relu, bint training, Py_ssize_t T,
                          Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t K,
                          const floating *x, const floating *w_ih, const floating *packed_ih,
@@ -547,18 +575,13 @@ cdef void forward_chunks(int gates_per_unit, bint relu, bint training, Py_ssize_
     first, or over ``gemm_parts`` where one chunk holds all steps.
     """
     cdef Py_ssize_t GH = gates_per_unit * H, chunks = (T + K - 1) // K
-    cdef Py_ssize_t chunk, s0, steps, first, part, b0, nb
+    cdef Py_ssize_t chunk, s0, steps, first, part, b0
+    cdef int finished = 0
     if parts > 1 and packed_ih != NULL:
-        for part in prange(parts, num_threads=parts, schedule="static"):
-            b0 = part_start(part, parts, B)
-            nb = part_start(part + 1, parts, B) - b0
-            for chunk in range(chunks):
-                s0 = chunk * K
-                steps = min(K, T - s0)
-                first = chunk_start(s0, steps, T, reverse)
-                project_rows(x, packed_ih, first, steps, B, b0, nb, D, GH, gates)
-                forward_rows(gates_per_unit, relu, training, b0, nb, s0, steps, first, T, B, H,
-                             reverse, hs, cs, gates, hh, gh_n, packed, bias, b_hh, lengths)
+        with parallel(num_threads=parts):
+            forward_team(threadid(), rnnfast_team_size(), &finished, gates_per_unit, relu,
+                         training, T, B, D, H, K, x, packed_ih, packed, bias, b_hh, lengths,
+                         reverse, hs, cs, gates, hh, gh_n, parts)
         return
     for chunk in range(chunks):
         s0 = chunk * K
