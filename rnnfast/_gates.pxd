@@ -94,3 +94,4 @@ cdef extern from "rnnfast_threads.h" nogil:
     int rnnfast_team_size()
     void rnnfast_barrier()
     void rnnfast_join(int tid, int team, int *finished)
+    void rnnfast_team_barrier(int team, int *arrived, int *passed)

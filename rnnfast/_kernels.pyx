@@ -44,8 +44,9 @@ GEMMs over all T*B rows (and the BLAS calls for a large W_ih) are split over
 ``gemm_parts`` threads, which may exceed ``parts``: a batch too small to split still
 spreads them. Backward runs its reverse loops and all of these GEMMs in one parallel
 region, with barriers between them (grads_after_loop): each region start wakes
-sleeping threads, and a barrier costs less. Both regions end in rnnfast_join, where
-the calling thread spins briefly for the others rather than going to sleep. BLAS runs one single-threaded call per thread: the caller
+sleeping threads, and a barrier costs less. Both regions end in rnnfast_join, and
+their barriers are rnnfast_team_barrier: a thread spins briefly for the others
+before it goes to sleep (csrc/rnnfast_threads.h). BLAS runs one single-threaded call per thread: the caller
 (rnnfast._threads) holds BLAS at one thread while ``gemm_parts > 1``.
 """
 
@@ -359,7 +360,8 @@ cdef struct AfterLoop:
     void *h_prev               # (T*B, H) states entering each step; with lengths, the
     const int64_t *lengths     # inactive rows are zeroed before dW_hh
     void *scratch              # the partial sums of every weight gradient
-    int finished               # threads done, for rnnfast_join
+    int arrived, finished      # threads at a barrier, and done: for rnnfast_team_barrier
+                               # and rnnfast_join
     int weight_grads, bias_grads
     WeightGrad weight[3]       # [0]: the input side (dW_ih); the rest the recurrent side
     BiasGrad bias[3]
@@ -428,10 +430,11 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
     cdef floating *c
     cdef const floating *partial
     cdef const floating *packed_w_ih
+    cdef int barriers = 0       # the barriers this thread has passed
     cdef bint whole = side_by_side(team, D, after.H)
     cdef bint split_rows = not whole and team > 1
     cdef bint large_w_ih = GH * D * sizeof(floating) >= LARGE_INPUT_WEIGHTS_BYTES
-    rnnfast_barrier()   # every step's dG is in place
+    rnnfast_team_barrier(team, &after.arrived, &barriers)   # every step's dG is in place
     if tid == 0:
         free(after.packed_w_hh)   # W_hh is done with: less memory at the peak below
         after.packed_w_hh = NULL
@@ -442,7 +445,7 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
                                after.lengths)
         if split_rows and not large_w_ih:
             alloc_partial_sums(after, team, sizeof(floating))
-    rnnfast_barrier()
+    rnnfast_team_barrier(team, &after.arrived, &barriers)
     packed_w_ih = <const floating *>after.packed_w_ih
     # dx = dG @ W_ih                          (rows, D)
     r0 = part_start(tid, team, rows)
@@ -456,13 +459,13 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
     if large_w_ih:
         # a large packed W_ih is freed before the weight gradients allocate their
         # scratch: a lower peak, for barriers that cost nothing against these GEMMs
-        rnnfast_barrier()
+        rnnfast_team_barrier(team, &after.arrived, &barriers)
         if tid == 0:
             free(after.packed_w_ih)
             after.packed_w_ih = NULL
             if split_rows:
                 alloc_partial_sums(after, team, sizeof(floating))
-        rnnfast_barrier()
+        rnnfast_team_barrier(team, &after.arrived, &barriers)
     for i in range(after.weight_grads):
         w = &after.weight[i]
         if whole:   # the input side on thread 0, the recurrent side on thread 1
@@ -485,7 +488,7 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
                           <const floating *>w.b + r0 * w.ldb, w.ldb,
                           <floating *>w.partial + (tid - 1) * w.m * w.n, w.n)
     if split_rows and after.scratch != NULL:
-        rnnfast_barrier()
+        rnnfast_team_barrier(team, &after.arrived, &barriers)
         for i in range(after.weight_grads):
             # c[r] += the partial sums of threads 1 .. team-1, rows of c split
             w = &after.weight[i]
