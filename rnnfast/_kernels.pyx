@@ -604,6 +604,58 @@ cdef void forward_chunks(int gates_per_unit, bint relu, bint training, Py_ssize_
                              reverse, hs, cs, gates, hh, gh_n, packed, bias, b_hh, lengths)
 
 
+cdef inline void backward_rows(int gates_per_unit, bint relu, Py_ssize_t b0, Py_ssize_t nb,
+                               AfterLoop *after, bint reverse, const floating *hs,
+                               const floating *cs, floating *gates, floating *gh_n,
+                               const floating *dy, floating *dh, floating *dc,
+                               floating *dh_scratch, floating *dgh) noexcept nogil:
+    """The reverse time loop of one cell for batch rows b0 .. b0+nb-1: RNN (G = 1, its
+    dpre in ``gates``), LSTM (4, with ``cs`` and ``dc``) or GRU (3, with ``gh_n`` and
+    ``dgh``); see the *_backward functions."""
+    cdef const floating *packed = <const floating *>after.packed_w_hh
+    if gates_per_unit == 1:
+        rnn_backward_rows(b0, nb, after.T, after.B, after.H, reverse, relu, hs, dy, dh,
+                          dh_scratch, gates, packed, after.lengths)
+    elif gates_per_unit == 4:
+        lstm_backward_rows(b0, nb, after.T, after.B, after.H, reverse, cs, gates, dy, dh, dc,
+                           dh_scratch, packed, after.lengths)
+    else:
+        gru_backward_rows(b0, nb, after.T, after.B, after.H, reverse, hs, gates, gh_n, dy, dh,
+                          dh_scratch, dgh, packed, after.lengths)
+
+
+cdef void backward_team(int tid, int team, int parts, int gates_per_unit, bint relu,
+                        AfterLoop *after, bint reverse, const floating *hs, const floating *cs,
+                        floating *gates, floating *gh_n, const floating *dy, floating *dh,
+                        floating *dc, floating *dh_scratch, floating *dgh) noexcept nogil:
+    """Thread ``tid`` of ``team``: the reverse loops of its batch blocks, of ``parts``,
+    then its share of grads_after_loop (dG in ``gates``)."""
+    cdef Py_ssize_t B = after.B, b0
+    cdef int part = tid
+    while part < parts:
+        b0 = part_start(part, parts, B)
+        backward_rows(gates_per_unit, relu, b0, part_start(part + 1, parts, B) - b0, after,
+                      reverse, hs, cs, gates, gh_n, dy, dh, dc, dh_scratch, dgh)
+        part += team
+    grads_after_loop(tid, team, after, gates)
+
+
+cdef void run_backward(int threads, int parts, int gates_per_unit, bint relu,
+                       AfterLoop *after, bint reverse, const floating *hs,
+                       const floating *cs, floating *gates, floating *gh_n,
+                       const floating *dy, floating *dh, floating *dc, floating *dh_scratch,
+                       floating *dgh) noexcept nogil:
+    """BPTT on ``threads`` threads, in one parallel region (none for one thread: see
+    the module docstring)."""
+    if threads == 1:
+        backward_team(0, 1, parts, gates_per_unit, relu, after, reverse, hs, cs, gates, gh_n,
+                      dy, dh, dc, dh_scratch, dgh)
+        return
+    with parallel(num_threads=threads):
+        backward_team(threadid(), rnnfast_team_size(), parts, gates_per_unit, relu, after,
+                      reverse, hs, cs, gates, gh_n, dy, dh, dc, dh_scratch, dgh)
+
+
 # ---------------------------------------------------------------- RNN
 
 cdef void rnn_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssize_t steps,
@@ -673,22 +725,6 @@ cdef void rnn_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize
     rnnfast_fpmode_exit(fpmode)
 
 
-cdef void rnn_backward_team(int tid, int team, int parts, AfterLoop *after, bint reverse,
-                            bint relu, const floating *hs, const floating *dy, floating *dh,
-                            floating *dh_scratch, floating *dpre) noexcept nogil:
-    """Thread ``tid`` of ``team``: the reverse loops of its batch blocks, of ``parts``,
-    then its share of grads_after_loop."""
-    cdef Py_ssize_t B = after.B, b0
-    cdef int part = tid
-    while part < parts:
-        b0 = part_start(part, parts, B)
-        rnn_backward_rows(b0, part_start(part + 1, parts, B) - b0, after.T, B, after.H,
-                          reverse, relu, hs, dy, dh, dh_scratch, dpre,
-                          <const floating *>after.packed_w_hh, after.lengths)
-        part += team
-    grads_after_loop(tid, team, after, dpre)
-
-
 def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
                  const floating[:, ::1] w_ih,    # (H, D)
                  const floating[:, ::1] w_hh,    # (H, H)
@@ -719,15 +755,9 @@ def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
         # db = dpre.sum(0)       (H,)
         add_bias_grad(&after, H, H, &dpre[0, 0, 0], &db[0])
         with nogil:
-            if threads == 1:   # no OpenMP region (see the docstring)
-                rnn_backward_team(0, 1, parts, &after, reverse, relu, &hs[0, 0, 0],
-                                  optional_ptr(dy), &dh[0, 0], &dh_scratch[0, 0],
-                                  &dpre[0, 0, 0])
-            else:
-                with parallel(num_threads=threads):
-                    rnn_backward_team(threadid(), rnnfast_team_size(), parts, &after, reverse,
-                                      relu, &hs[0, 0, 0], optional_ptr(dy), &dh[0, 0],
-                                      &dh_scratch[0, 0], &dpre[0, 0, 0])
+            run_backward(threads, parts, 1, relu, &after, reverse, &hs[0, 0, 0], NULL,
+                         &dpre[0, 0, 0], NULL, optional_ptr(dy), &dh[0, 0], NULL,
+                         &dh_scratch[0, 0], NULL)
     finally:
         free_after_loop(&after)
 
@@ -810,22 +840,6 @@ cdef void lstm_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssiz
     rnnfast_fpmode_exit(fpmode)
 
 
-cdef void lstm_backward_team(int tid, int team, int parts, AfterLoop *after, bint reverse,
-                             const floating *cs, floating *gates, const floating *dy,
-                             floating *dh, floating *dc, floating *dh_scratch) noexcept nogil:
-    """Thread ``tid`` of ``team``: the reverse loops of its batch blocks, of ``parts``,
-    then its share of grads_after_loop."""
-    cdef Py_ssize_t B = after.B, b0
-    cdef int part = tid
-    while part < parts:
-        b0 = part_start(part, parts, B)
-        lstm_backward_rows(b0, part_start(part + 1, parts, B) - b0, after.T, B, after.H,
-                           reverse, cs, gates, dy, dh, dc, dh_scratch,
-                           <const floating *>after.packed_w_hh, after.lengths)
-        part += team
-    grads_after_loop(tid, team, after, gates)
-
-
 def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
                   const floating[:, ::1] w_ih,   # (4H, D)
                   const floating[:, ::1] w_hh,   # (4H, H)
@@ -859,14 +873,9 @@ def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
         # db = dG.sum(0)         (4H,)
         add_bias_grad(&after, 4 * H, 4 * H, &gates[0, 0, 0], &db[0])
         with nogil:
-            if threads == 1:   # no OpenMP region (see the docstring)
-                lstm_backward_team(0, 1, parts, &after, reverse, &cs[0, 0, 0], &gates[0, 0, 0],
-                                   optional_ptr(dy), &dh[0, 0], &dc[0, 0], &dh_scratch[0, 0])
-            else:
-                with parallel(num_threads=threads):
-                    lstm_backward_team(threadid(), rnnfast_team_size(), parts, &after, reverse,
-                                       &cs[0, 0, 0], &gates[0, 0, 0], optional_ptr(dy),
-                                       &dh[0, 0], &dc[0, 0], &dh_scratch[0, 0])
+            run_backward(threads, parts, 4, False, &after, reverse, NULL, &cs[0, 0, 0],
+                         &gates[0, 0, 0], NULL, optional_ptr(dy), &dh[0, 0], &dc[0, 0],
+                         &dh_scratch[0, 0], NULL)
     finally:
         free_after_loop(&after)
 
@@ -946,23 +955,6 @@ cdef void gru_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize
     rnnfast_fpmode_exit(fpmode)
 
 
-cdef void gru_backward_team(int tid, int team, int parts, AfterLoop *after, bint reverse,
-                            const floating *hs, floating *gates, floating *gh_n,
-                            const floating *dy, floating *dh, floating *dh_scratch,
-                            floating *dgh) noexcept nogil:
-    """Thread ``tid`` of ``team``: the reverse loops of its batch blocks, of ``parts``,
-    then its share of grads_after_loop."""
-    cdef Py_ssize_t B = after.B, b0
-    cdef int part = tid
-    while part < parts:
-        b0 = part_start(part, parts, B)
-        gru_backward_rows(b0, part_start(part + 1, parts, B) - b0, after.T, B, after.H,
-                          reverse, hs, gates, gh_n, dy, dh, dh_scratch, dgh,
-                          <const floating *>after.packed_w_hh, after.lengths)
-        part += team
-    grads_after_loop(tid, team, after, gates)
-
-
 def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
                  const floating[:, ::1] w_ih,    # (3H, D)
                  const floating[:, ::1] w_hh,    # (3H, H)
@@ -1006,16 +998,9 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
         add_bias_grad(&after, 2 * H, 3 * H, &gates[0, 0, 0], &db_hh[0])
         add_bias_grad(&after, H, H, &gh_n[0, 0, 0], &db_hh[2 * H])
         with nogil:
-            if threads == 1:   # no OpenMP region (see the docstring)
-                gru_backward_team(0, 1, parts, &after, reverse, &hs[0, 0, 0], &gates[0, 0, 0],
-                                  &gh_n[0, 0, 0], optional_ptr(dy), &dh[0, 0],
-                                  &dh_scratch[0, 0], &dgh[0, 0])
-            else:
-                with parallel(num_threads=threads):
-                    gru_backward_team(threadid(), rnnfast_team_size(), parts, &after, reverse,
-                                      &hs[0, 0, 0], &gates[0, 0, 0], &gh_n[0, 0, 0],
-                                      optional_ptr(dy), &dh[0, 0], &dh_scratch[0, 0],
-                                      &dgh[0, 0])
+            run_backward(threads, parts, 3, False, &after, reverse, &hs[0, 0, 0], NULL,
+                         &gates[0, 0, 0], &gh_n[0, 0, 0], optional_ptr(dy), &dh[0, 0], NULL,
+                         &dh_scratch[0, 0], &dgh[0, 0])
     finally:
         free_after_loop(&after)
 
