@@ -52,10 +52,14 @@ threads, most on a busy machine (measured on 2 busy cores, B = 16, H = 64, two
 threads: 5-10x slower than on its own spinning runtime). The machine info records
 the runtime PyTorch got (``torch_openmp``, ``torch_own_openmp``), and a line on
 stderr says when PyTorch runs on rnnfast's passive runtime. So that both libraries
-run alike, the command runs itself again with ``OMP_WAIT_POLICY=ACTIVE`` in that case
-(spinning threads, PyTorch's usual condition; on a busy machine rnnfast loses far more
-with it than PyTorch does); setting ``OMP_WAIT_POLICY`` yourself keeps your choice, and
-``--threads 1`` takes OpenMP out of the comparison.
+run alike, the command runs itself again with ``GOMP_SPINCOUNT=300000`` in that case:
+GNU OpenMP's own default when no policy is set, PyTorch's usual condition (waiting
+threads spin for about a millisecond, then sleep). Not ``OMP_WAIT_POLICY=ACTIVE``:
+its threads spin for minutes after every region, taking a core from the BLAS, JAX
+and ONNX Runtime pools that run next (measured: the 2-thread sgemm at half speed
+after a PyTorch call, and training at B = 16, H = 64 up to 1.7x slower for both
+rnnfast and PyTorch). Setting ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` yourself
+keeps your choice, and ``--threads 1`` takes OpenMP out of the comparison.
 JAX and ONNX Runtime keep thread pools of their own.
 
 Output: a line describing the machine, the sgemm peak, and one Markdown table per
@@ -146,6 +150,9 @@ REFERENCE_MAX_HIDDEN = 64
 # a 1-minute load average above this many per usable CPU when the benchmark starts
 # means other work is running (or just ran) on the machine
 BUSY_LOAD_PER_CPU = 0.5
+# GNU OpenMP's spin count when neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set
+# (libgomp's env.c), PyTorch's usual condition on its own runtime
+GNU_OPENMP_DEFAULT_SPINCOUNT = "300000"
 # a peer whose outputs or gradients differ from rnnfast's by more than this warns
 MISMATCH_TOLERANCE = {np.dtype(np.float32): 1e-3, np.dtype(np.float64): 1e-9}
 
@@ -601,14 +608,16 @@ def _report_peer_notes(config):
               and not any(variable in os.environ for variable in WAIT_POLICY_VARIABLES)):
             print(f"torch: runs on rnnfast's OpenMP runtime ({', '.join(openmp_runtimes())}),"
                   f" whose threads sleep when they wait, not on its own spinning one; "
-                  f"OMP_WAIT_POLICY=ACTIVE gives both libraries spinning threads",
+                  f"GOMP_SPINCOUNT={GNU_OPENMP_DEFAULT_SPINCOUNT} gives both libraries "
+                  f"GNU OpenMP's default spin",
                   file=sys.stderr)
 
 
 def _rerun_on_equal_openmp(config):
-    """Run this command again with ``OMP_WAIT_POLICY=ACTIVE`` where PyTorch would
+    """Run this command again with ``GOMP_SPINCOUNT=300000`` where PyTorch would
     otherwise share rnnfast's passive OpenMP runtime: the comparison then runs both on
-    the same runtime with PyTorch's usual (spinning) policy. Does nothing when a wait
+    the same runtime with PyTorch's usual policy, GNU OpenMP's default (see the module
+    docstring). Does nothing when a wait
     policy is set already, when PyTorch runs on its own runtime or on one thread, or
     where Python does not record its command line (before 3.10)."""
     torch = import_peer("torch") if "torch" in config.peers else None
@@ -616,11 +625,11 @@ def _rerun_on_equal_openmp(config):
             or any(variable in os.environ for variable in WAIT_POLICY_VARIABLES)
             or torch_has_own_openmp(torch) is not False):
         return
-    print("rerunning with OMP_WAIT_POLICY=ACTIVE, so that PyTorch, which shares rnnfast's "
-          "OpenMP runtime here, keeps its usual spinning threads", file=sys.stderr,
-          flush=True)
+    print(f"rerunning with GOMP_SPINCOUNT={GNU_OPENMP_DEFAULT_SPINCOUNT}, so that PyTorch, "
+          "which shares rnnfast's OpenMP runtime here, keeps its usual wait policy",
+          file=sys.stderr, flush=True)
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]],
-              {**os.environ, "OMP_WAIT_POLICY": "ACTIVE"})
+              {**os.environ, "GOMP_SPINCOUNT": GNU_OPENMP_DEFAULT_SPINCOUNT})
 
 
 def _write_plot(path, results):

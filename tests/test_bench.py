@@ -159,6 +159,32 @@ def test_missing_peer_leaves_columns_empty_and_says_how_to_install(monkeypatch, 
     assert "jax ms" not in out
 
 
+@pytest.mark.parametrize("chosen", [None, ("OMP_WAIT_POLICY", "PASSIVE"),
+                                    ("GOMP_SPINCOUNT", "1000")])
+def test_rerun_gives_pytorch_gnu_openmp_default_spin_unless_a_policy_is_chosen(
+        monkeypatch, chosen):
+    """Where PyTorch shares rnnfast's passive runtime the command reruns itself with
+    GNU OpenMP's default spin count: not OMP_WAIT_POLICY=ACTIVE, whose threads spin
+    for minutes and take a core from the BLAS, JAX and ONNX Runtime pools."""
+    executed = []
+    monkeypatch.setattr(bench, "import_peer", lambda name: object())
+    monkeypatch.setattr(bench, "torch_has_own_openmp", lambda torch: False)
+    monkeypatch.setattr(bench.os, "execve",
+                        lambda path, argv, env: executed.append((argv, env)))
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+    if chosen is not None:
+        monkeypatch.setenv(*chosen)
+    bench._rerun_on_equal_openmp(tiny_config(threads=2, peers=("torch",)))
+    if chosen is not None:
+        assert executed == []
+        return
+    [(argv, env)] = executed
+    assert argv[1:] == bench.sys.orig_argv[1:]
+    assert env["GOMP_SPINCOUNT"] == "300000"
+    assert "OMP_WAIT_POLICY" not in env
+
+
 def test_plot_draws_a_png_or_says_how_to_get_matplotlib(quick_results, tmp_path,
                                                          monkeypatch, capsys):
     pytest.importorskip("matplotlib")
