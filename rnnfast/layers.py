@@ -38,6 +38,20 @@ __all__ = ["RNN", "LSTM", "GRU"]
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _PARAM_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+# Parameters start on a cache-line boundary: a stream step reads every weight row with
+# 64-byte loads, and rows straddling two lines made an LSTM step at H = 64 or 128
+# 15-20 % slower.
+_PARAM_ALIGNMENT = 64
+
+
+def _aligned_empty(shape, dtype):
+    """An uninitialised C-contiguous array whose data starts at a multiple of
+    ``_PARAM_ALIGNMENT`` bytes (a view into a slightly larger byte buffer)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    buffer = np.empty(nbytes + _PARAM_ALIGNMENT, np.uint8)
+    start = -buffer.ctypes.data % _PARAM_ALIGNMENT
+    return buffer[start:start + nbytes].view(dtype).reshape(shape)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -170,7 +184,8 @@ class _RecurrentLayer:
         params = {}
         for unit, names in enumerate(self._unit_names):
             for name, shape in zip(names, self._param_shapes(unit // self._directions)):
-                params[name] = self._rng.uniform(-bound, bound, shape).astype(self.dtype)
+                params[name] = _aligned_empty(shape, self.dtype)
+                params[name][...] = self._rng.uniform(-bound, bound, shape)
         return params
 
     def _weights(self, unit):

@@ -416,6 +416,22 @@ def test_seed_reproduces_parameters(cls):
     assert not np.array_equal(params(None)["weight_hh_l1"], params(None)["weight_hh_l1"])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+def test_parameters_start_on_a_cache_line_and_stay_there_when_loaded(cls, dtype):
+    """A stream step reads each weight row with 64-byte loads: rows that straddle
+    cache lines are slower, so every parameter starts on a 64-byte boundary."""
+    layer = cls(5, 7, num_layers=2, bidirectional=True, dtype=dtype)
+    for name, value in layer.params.items():
+        assert value.ctypes.data % 64 == 0, name
+        assert value.flags.c_contiguous and value.flags.writeable, name
+        assert value.dtype == dtype and value.shape == layer.grads[name].shape, name
+    held = dict(layer.params)
+    layer.load_state_dict(cls(5, 7, num_layers=2, bidirectional=True, seed=3).state_dict())
+    for name, value in layer.params.items():
+        assert value is held[name] and value.ctypes.data % 64 == 0, name
+
+
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
 def test_state_dict_round_trip_and_errors(cls):
     source = cls(3, 4, num_layers=2, seed=1, dtype=np.float64)
