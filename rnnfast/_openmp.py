@@ -11,7 +11,7 @@ environment is restored right after, so child processes do not see it. A library
 loads a runtime of the same name later in the process (PyTorch ships its own
 ``libgomp.so.1``) shares the one already loaded, policy included: where PyTorch's
 multi-threaded speed matters in the same process, import it before rnnfast or set
-``GOMP_SPINCOUNT=300000`` (GNU OpenMP's default, threads spin for about a millisecond;
+``GOMP_SPINCOUNT=300000`` (GNU OpenMP's default: threads spin a few milliseconds;
 ``OMP_WAIT_POLICY=ACTIVE`` spins for minutes after every region, taking a core from
 any other thread pool in the process).
 """

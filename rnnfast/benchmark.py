@@ -54,7 +54,7 @@ the runtime PyTorch got (``torch_openmp``, ``torch_own_openmp``), and a line on
 stderr says when PyTorch runs on rnnfast's passive runtime. So that both libraries
 run alike, the command runs itself again with ``GOMP_SPINCOUNT=300000`` in that case:
 GNU OpenMP's own default when no policy is set, PyTorch's usual condition (waiting
-threads spin for about a millisecond, then sleep). Not ``OMP_WAIT_POLICY=ACTIVE``:
+threads spin for a few milliseconds, then sleep). Not ``OMP_WAIT_POLICY=ACTIVE``:
 its threads spin for minutes after every region, taking a core from the BLAS, JAX
 and ONNX Runtime pools that run next (measured: the 2-thread sgemm at half speed
 after a PyTorch call, and training at B = 16, H = 64 up to 1.7x slower for both
@@ -617,9 +617,9 @@ def _rerun_on_equal_openmp(config):
     """Run this command again with ``GOMP_SPINCOUNT=300000`` where PyTorch would
     otherwise share rnnfast's passive OpenMP runtime: the comparison then runs both on
     the same runtime with PyTorch's usual policy, GNU OpenMP's default (see the module
-    docstring). Does nothing when a wait
-    policy is set already, when PyTorch runs on its own runtime or on one thread, or
-    where Python does not record its command line (before 3.10)."""
+    docstring). Does nothing when a wait policy is set already, when PyTorch runs on
+    its own runtime or on one thread, or where Python does not record its command line
+    (before 3.10)."""
     torch = import_peer("torch") if "torch" in config.peers else None
     if (torch is None or config.most_threads() < 2 or not hasattr(sys, "orig_argv")
             or any(variable in os.environ for variable in WAIT_POLICY_VARIABLES)
