@@ -11,7 +11,7 @@
  * truncation below 1.2e-7 and 1.7e-16 relative) and 2^n built in the exponent bits.
  * The argument is clamped to the finite range first, so exp never returns inf;
  * that is exact enough for sigmoid and tanh, which saturate long before. NaN
- * propagates.
+ * propagates through the arithmetic (the clamp keeps it), with no select for it.
  */
 #ifndef RNNFAST_MATH_H
 #define RNNFAST_MATH_H
@@ -23,19 +23,19 @@
 
 static inline float rnnfast_expf(float x)
 {
-    const float magic = 12582912.0f;   /* 1.5 * 2^23: adding it rounds to an integer */
-    const int32_t magic_bits = 0x4B400000;
+    /* 1.5 * 2^23 + 127: adding it rounds to an integer, held as n + 127 in the low
+     * bits, so the exponent bits of 2^n are those bits moved up by 23 */
+    const float magic = 12582912.0f + 127.0f;
     float clamped = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
     float shifted = clamped * 1.44269504088896341f + magic;
     float n = shifted - magic;
     float r = (clamped - n * 0.693359375f) - n * -2.12194440e-4f;
     float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24
               + r * (1.0f / 120 + r * (1.0f / 720))))));
-    union { float f; int32_t i; } shifted_bits, scale;
-    shifted_bits.f = shifted;
-    scale.i = (shifted_bits.i - magic_bits + 127) << 23;  /* 2^n */
-    float result = p * scale.f;
-    return x != x ? x : result;
+    union { float f; uint32_t i; } scale;
+    scale.f = shifted;
+    scale.i <<= 23;  /* 2^n */
+    return p * scale.f;
 }
 
 static inline float rnnfast_sigmoidf(float x)
@@ -43,19 +43,18 @@ static inline float rnnfast_sigmoidf(float x)
     return 1.0f / (1.0f + rnnfast_expf(-x));
 }
 
-/* tanh(x) = sign(x) (1 - 2 / (exp(2|x|) + 1)): absolute error about 1e-7. */
+/* tanh(x) = (exp(2x) - 1) / (exp(2x) + 1): absolute error about 1e-7. */
 static inline float rnnfast_tanhf(float x)
 {
-    float t = 1.0f - 2.0f / (rnnfast_expf(2.0f * fabsf(x)) + 1.0f);
-    return copysignf(t, x);
+    float e = rnnfast_expf(2.0f * x);
+    return (e - 1.0f) / (e + 1.0f);
 }
 
 /* ---------------------------------------------------------------- double */
 
 static inline double rnnfast_exp(double x)
 {
-    const double magic = 6755399441055744.0;  /* 1.5 * 2^52 */
-    const int64_t magic_bits = 0x4338000000000000LL;
+    const double magic = 6755399441055744.0 + 1023.0;  /* 1.5 * 2^52 + 1023 */
     double clamped = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
     double shifted = clamped * 1.44269504088896338700 + magic;
     double n = shifted - magic;
@@ -64,11 +63,10 @@ static inline double rnnfast_exp(double x)
                + r * (1.0 / 120 + r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320
                + r * (1.0 / 362880 + r * (1.0 / 3628800 + r * (1.0 / 39916800
                + r * (1.0 / 479001600))))))))))));
-    union { double f; int64_t i; } shifted_bits, scale;
-    shifted_bits.f = shifted;
-    scale.i = (shifted_bits.i - magic_bits + 1023) << 52;  /* 2^n */
-    double result = p * scale.f;
-    return x != x ? x : result;
+    union { double f; uint64_t i; } scale;
+    scale.f = shifted;
+    scale.i <<= 52;  /* 2^n */
+    return p * scale.f;
 }
 
 static inline double rnnfast_sigmoid(double x)
@@ -76,11 +74,11 @@ static inline double rnnfast_sigmoid(double x)
     return 1.0 / (1.0 + rnnfast_exp(-x));
 }
 
-/* tanh(x) = sign(x) (1 - 2 / (exp(2|x|) + 1)): absolute error about 2e-16. */
+/* tanh(x) = (exp(2x) - 1) / (exp(2x) + 1): absolute error about 2e-16. */
 static inline double rnnfast_tanh(double x)
 {
-    double t = 1.0 - 2.0 / (rnnfast_exp(2.0 * fabs(x)) + 1.0);
-    return copysign(t, x);
+    double e = rnnfast_exp(2.0 * x);
+    return (e - 1.0) / (e + 1.0);
 }
 
 #endif /* RNNFAST_MATH_H */
