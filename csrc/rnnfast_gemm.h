@@ -41,28 +41,6 @@ static inline int rnnfast_native_64byte_vectors(void)
 #endif
 }
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
-/* A buffer for packed weights (free() releases it). Buffers of 2 MiB and more are
- * aligned to 2 MiB and offered to the kernel for huge pages, so the panels that every
- * step streams from L3 need few TLB entries: measured 1-2 % faster at H = 512
- * (LSTM, 4 MiB per matrix). */
-static inline void *rnnfast_alloc_packed(size_t bytes)
-{
-    const size_t huge = (size_t)2 << 20;
-    if (bytes < huge)
-        return malloc(bytes);
-    size_t rounded = (bytes + huge - 1) / huge * huge;
-    void *buffer = aligned_alloc(huge, rounded);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (buffer != NULL)
-        madvise(buffer, rounded, MADV_HUGEPAGE);
-#endif
-    return buffer;
-}
-
 typedef float rnnfast_v16sf __attribute__((vector_size(64)));
 typedef double rnnfast_v8df __attribute__((vector_size(64)));
 typedef int32_t rnnfast_v16si __attribute__((vector_size(64)));

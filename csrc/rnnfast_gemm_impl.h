@@ -331,23 +331,26 @@ RNNFAST_CLONES static void FN(gemm_packed_set)(ptrdiff_t M, ptrdiff_t N, ptrdiff
     FN(gemm_packed_body)(M, N, K, a, lda, packed, c, ldc, 0);
 }
 
+/* REALs of the workspace gemm_at_b needs for B (K, N). */
+static inline size_t FN(at_b_workspace_size)(ptrdiff_t K, ptrdiff_t N)
+{
+    const ptrdiff_t block_rows = RNNFAST_AT_B_ROWS, block_cols = RNNFAST_AT_B_PANELS * NR;
+    return FN(packed_size)(K < block_rows ? K : block_rows, N < block_cols ? N : block_cols);
+}
+
 /* C (M, N) = A^T B for A (K, M) and B (K, N), both row-major with leading dimensions
  * lda and ldb: a weight gradient, the sum over K = T*B rows of the steps. A BLAS
  * call packs both operands, reading every element from memory once more; here only
  * B is packed, RNNFAST_AT_B_ROWS rows by up to RNNFAST_AT_B_PANELS panels at a time
- * (a block that stays in L2), and gemm_rows reads A where it lies: at each k the MR
- * values of a row block of C sit side by side in row k of A. Returns 0, or -1 when
- * the packing buffer cannot be allocated (C untouched). */
-RNNFAST_CLONES static int FN(gemm_at_b)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
-                                        const REAL *a, ptrdiff_t lda, const REAL *b,
-                                        ptrdiff_t ldb, REAL *c, ptrdiff_t ldc)
+ * (a block that stays in L2), into ``packed`` (at_b_workspace_size REALs), and
+ * gemm_rows reads A where it lies: at each k the MR values of a row block of C sit
+ * side by side in row k of A. */
+RNNFAST_CLONES static void FN(gemm_at_b)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
+                                         const REAL *a, ptrdiff_t lda, const REAL *b,
+                                         ptrdiff_t ldb, REAL *c, ptrdiff_t ldc,
+                                         REAL *RNNFAST_RESTRICT packed)
 {
     const ptrdiff_t block_rows = RNNFAST_AT_B_ROWS, block_cols = RNNFAST_AT_B_PANELS * NR;
-    ptrdiff_t widest = N < block_cols ? N : block_cols;
-    REAL *packed = malloc(FN(packed_size)(K < block_rows ? K : block_rows, widest) *
-                          sizeof(REAL));
-    if (packed == NULL)
-        return -1;
     if (K == 0)
         for (ptrdiff_t m = 0; m < M; m++)
             memset(c + m * ldc, 0, (size_t)N * sizeof(REAL));
@@ -360,8 +363,6 @@ RNNFAST_CLONES static int FN(gemm_at_b)(ptrdiff_t M, ptrdiff_t N, ptrdiff_t K,
             FN(gemm_rows)(M, cols, rows, a + k0 * lda, 1, lda, packed, c + n0, ldc, k0 > 0);
         }
     }
-    free(packed);
-    return 0;
 }
 
 #undef FN

@@ -11,6 +11,7 @@ with passive_wait_while_loading():
     from . import _kernels  # noqa: F401  (loads the OpenMP runtime: see _openmp)
 
 from . import reference
+from ._pool import cached_bytes, set_cache_limit
 from ._types import Cache, GRUGrads, LSTMGrads, RNNGrads
 from .functional import (gru_backward, gru_forward, lstm_backward, lstm_forward,
                          rnn_backward, rnn_forward)
@@ -28,4 +29,4 @@ __all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
            "gru_forward", "gru_backward", "RNNGrads", "LSTMGrads", "GRUGrads", "Cache",
            "RNN", "LSTM", "GRU", "Linear", "mse_loss", "cross_entropy",
            "SGD", "Adam", "AdamW", "clip_grad_norm", "save", "load", "CheckpointError",
-           "reference", "models"]
+           "cached_bytes", "set_cache_limit", "reference", "models"]

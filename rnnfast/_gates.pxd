@@ -68,7 +68,6 @@ cdef extern from "rnnfast_gates.h" nogil:
                          const double *a, double *out)
 
 cdef extern from "rnnfast_gemm.h" nogil:
-    void *rnnfast_alloc_packed(size_t bytes)
     size_t packed_size_f32(Py_ssize_t K, Py_ssize_t N)
     size_t packed_size_f64(Py_ssize_t K, Py_ssize_t N)
     void pack_panels_f32(Py_ssize_t K, Py_ssize_t N, const float *b, Py_ssize_t stride_k,
@@ -83,11 +82,14 @@ cdef extern from "rnnfast_gemm.h" nogil:
                              Py_ssize_t lda, const float *packed, float *c, Py_ssize_t ldc)
     void gemm_packed_set_f64(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double *a,
                              Py_ssize_t lda, const double *packed, double *c, Py_ssize_t ldc)
-    int gemm_at_b_f32(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float *a, Py_ssize_t lda,
-                      const float *b, Py_ssize_t ldb, float *c, Py_ssize_t ldc)
-    int gemm_at_b_f64(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double *a,
-                      Py_ssize_t lda, const double *b, Py_ssize_t ldb, double *c,
-                      Py_ssize_t ldc)
+    size_t at_b_workspace_size_f32(Py_ssize_t K, Py_ssize_t N)
+    size_t at_b_workspace_size_f64(Py_ssize_t K, Py_ssize_t N)
+    void gemm_at_b_f32(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float *a,
+                       Py_ssize_t lda, const float *b, Py_ssize_t ldb, float *c,
+                       Py_ssize_t ldc, float *packed)
+    void gemm_at_b_f64(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double *a,
+                       Py_ssize_t lda, const double *b, Py_ssize_t ldb, double *c,
+                       Py_ssize_t ldc, double *packed)
 
 cdef extern from "rnnfast_threads.h" nogil:
     int rnnfast_max_threads()

@@ -55,10 +55,10 @@ import numpy as np
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int64_t
-from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
 from ._blas cimport BLAS_Trans, gemm, NoTrans, Trans
+from ._pool cimport empty_array, pool_alloc, pool_free, pool_release
 from ._gates cimport *
 
 
@@ -165,14 +165,21 @@ cdef inline void gemm_at_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float
                            Py_ssize_t ldc) noexcept nogil:
     # C = A^T B (m, n) for A (k, m) and B (k, n); small ones, or any when out of
     # memory, through BLAS
-    cdef int status = -1
+    cdef floating *packed = NULL
     if m * n * k >= AT_B_MIN_MULTIPLY_ADDS:
         if floating is float:
-            status = gemm_at_b_f32(m, n, k, a, lda, b, ldb, c, ldc)
+            packed = <floating *>pool_alloc(at_b_workspace_size_f32(k, n) * sizeof(floating),
+                                            False)
+            if packed != NULL:
+                gemm_at_b_f32(m, n, k, a, lda, b, ldb, c, ldc, packed)
         else:
-            status = gemm_at_b_f64(m, n, k, a, lda, b, ldb, c, ldc)
-    if status != 0:
+            packed = <floating *>pool_alloc(at_b_workspace_size_f64(k, n) * sizeof(floating),
+                                            False)
+            if packed != NULL:
+                gemm_at_b_f64(m, n, k, a, lda, b, ldb, c, ldc, packed)
+    if packed == NULL:
         gemm(Trans, NoTrans, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)
+    pool_free(packed)
 
 
 cdef inline void add_active_rows(Py_ssize_t B, Py_ssize_t H, const floating *src,
@@ -211,17 +218,17 @@ cdef floating *packed_or_null(Py_ssize_t rows, Py_ssize_t cols, const floating *
                               bint transpose) noexcept nogil:
     """Pack op(W) of W (rows, cols) for gemm_packed: W^T (cols, rows) when ``transpose``,
     else W itself. Forward multiplies by W_hh^T, backward by W_hh. NULL when out of
-    memory; the caller frees the buffer.
+    memory; the caller gives the buffer back (pool_free).
     """
     cdef Py_ssize_t K = cols if transpose else rows
     cdef Py_ssize_t N = rows if transpose else cols
     cdef floating *packed
     if floating is float:
-        packed = <floating *>rnnfast_alloc_packed(packed_size_f32(K, N) * sizeof(floating))
+        packed = <floating *>pool_alloc(packed_size_f32(K, N) * sizeof(floating), True)
         if packed != NULL:
             pack_panels_f32(K, N, w, 1 if transpose else cols, cols if transpose else 1, packed)
     else:
-        packed = <floating *>rnnfast_alloc_packed(packed_size_f64(K, N) * sizeof(floating))
+        packed = <floating *>pool_alloc(packed_size_f64(K, N) * sizeof(floating), True)
         if packed != NULL:
             pack_panels_f64(K, N, w, 1 if transpose else cols, cols if transpose else 1, packed)
     return packed
@@ -397,7 +404,7 @@ cdef void alloc_partial_sums(AfterLoop *after, int team, size_t itemsize) noexce
     cdef char *scratch
     for i in range(after.weight_grads):
         total += after.weight[i].m * after.weight[i].n
-    scratch = <char *>malloc((team - 1) * total * itemsize)
+    scratch = <char *>pool_alloc((team - 1) * total * itemsize, False)
     after.scratch = scratch
     if scratch == NULL:
         return
@@ -407,9 +414,9 @@ cdef void alloc_partial_sums(AfterLoop *after, int team, size_t itemsize) noexce
 
 
 cdef void free_after_loop(AfterLoop *after) noexcept nogil:
-    free(after.packed_w_hh)
-    free(after.packed_w_ih)
-    free(after.scratch)
+    pool_free(after.packed_w_hh)
+    pool_free(after.packed_w_ih)
+    pool_free(after.scratch)
     after.packed_w_hh = after.packed_w_ih = after.scratch = NULL
 
 
@@ -436,7 +443,7 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
     cdef bint large_w_ih = GH * D * sizeof(floating) >= LARGE_INPUT_WEIGHTS_BYTES
     rnnfast_team_barrier(team, &after.arrived, &barriers)   # every step's dG is in place
     if tid == 0:
-        free(after.packed_w_hh)   # W_hh is done with: less memory at the peak below
+        pool_free(after.packed_w_hh)   # done with; the packed W_ih below may reuse it
         after.packed_w_hh = NULL
         if packs_input_weights(GH, D, sizeof(floating)):
             after.packed_w_ih = packed_or_null(GH, D, <const floating *>after.w_ih, False)
@@ -457,11 +464,12 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
         gemm_packed_set(r1 - r0, D, GH, dG + r0 * GH, GH, packed_w_ih,
                         <floating *>after.dx + r0 * D, D)
     if large_w_ih:
-        # a large packed W_ih is freed before the weight gradients allocate their
-        # scratch: a lower peak, for barriers that cost nothing against these GEMMs
+        # a large packed W_ih goes back to the system before the weight gradients
+        # allocate their scratch: a lower peak, for barriers that cost nothing against
+        # these GEMMs
         rnnfast_team_barrier(team, &after.arrived, &barriers)
         if tid == 0:
-            free(after.packed_w_ih)
+            pool_release(after.packed_w_ih)
             after.packed_w_ih = NULL
             if split_rows:
                 alloc_partial_sums(after, team, sizeof(floating))
@@ -700,8 +708,8 @@ def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
                            packed_ih, packed, &bias[0], NULL, lengths_ptr(lengths), reverse,
                            &hs[0, 0, 0], NULL, &gates[0, 0, 0], NULL, NULL, parts, gemm_parts)
     finally:
-        free(packed)
-        free(packed_ih)
+        pool_free(packed)
+        pool_free(packed_ih)
 
 
 cdef void rnn_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize_t B,
@@ -814,8 +822,8 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
                            reverse, &hs[0, 0, 0], &cs[0, 0, 0], &gates[0, 0, 0], NULL, NULL,
                            parts, gemm_parts)
     finally:
-        free(packed)
-        free(packed_ih)
+        pool_free(packed)
+        pool_free(packed_ih)
 
 
 cdef void lstm_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize_t B,
@@ -930,8 +938,8 @@ def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
                            &hs[0, 0, 0], NULL, &gates[0, 0, 0], &hh[0, 0],
                            <floating *>optional_ptr(gh_n), parts, gemm_parts)
     finally:
-        free(packed)
-        free(packed_ih)
+        pool_free(packed)
+        pool_free(packed_ih)
 
 
 cdef void gru_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize_t B,
@@ -1050,8 +1058,8 @@ cdef int run_inference(int gates_per_unit, bint relu, bint reverse, Py_ssize_t T
     cdef floating *packed = NULL
     cdef floating *packed_ih = NULL
     # biases (2, GH), then for the GRU the workspace hh (B, GH)
-    cdef floating *scratch = <floating *>malloc(
-        (2 + (B if gates_per_unit == 3 else 0)) * GH * sizeof(floating))
+    cdef floating *scratch = <floating *>pool_alloc(
+        (2 + (B if gates_per_unit == 3 else 0)) * GH * sizeof(floating), False)
     if scratch == NULL:
         raise MemoryError("cannot allocate the bias and workspace buffers")
     try:
@@ -1070,9 +1078,9 @@ cdef int run_inference(int gates_per_unit, bint relu, bint reverse, Py_ssize_t T
                            packed, scratch, scratch + GH, NULL, reverse, hs, cs, gates,
                            scratch + 2 * GH, NULL, 1, 1)
     finally:
-        free(packed)
-        free(packed_ih)
-        free(scratch)
+        pool_free(packed)
+        pool_free(packed_ih)
+        pool_free(scratch)
     return 0
 
 
@@ -1119,13 +1127,13 @@ def forward_inference(int gates_per_unit, bint relu, x, h0, c0, w_ih, w_hh, b_ih
     cdef Py_ssize_t K = max(1, min(T, chunk_steps, chunk_bytes // step_bytes))
     cdef cnp.npy_intp hs_shape[3]
     hs_shape[:] = [T + 1, B, H]
-    cdef cnp.ndarray hs = cnp.PyArray_EMPTY(3, hs_shape, typenum, 0)
+    cdef cnp.ndarray hs = empty_array(3, hs_shape, typenum)
     cdef cnp.ndarray cs = None
     hs_shape[0] = 2
     if gates_per_unit == 4:   # c_{t-1} and c_t, used in turn
-        cs = cnp.PyArray_EMPTY(3, hs_shape, typenum, 0)
+        cs = empty_array(3, hs_shape, typenum)
     hs_shape[:] = [K, B, GH]
-    cdef cnp.ndarray gates = cnp.PyArray_EMPTY(3, hs_shape, typenum, 0)
+    cdef cnp.ndarray gates = empty_array(3, hs_shape, typenum)
     if typenum == cnp.NPY_FLOAT:
         run_inference(gates_per_unit, relu, reverse, T, B, D, H, K,
                       <float *>cnp.PyArray_DATA(<cnp.ndarray>x), data_or_null(h0),

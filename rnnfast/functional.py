@@ -10,6 +10,8 @@ the gates with their gradients, so a cache serves one backward call. With
 ``training=False`` nothing is kept: the input projection runs in chunks of at most
 ``INFERENCE_CHUNK_STEPS`` steps and ``INFERENCE_CHUNK_BYTES``, so the memory beyond
 the outputs is O(B*H) and a chunk's gates are still in cache when its steps read them.
+Large buffers come from ``rnnfast._pool``, which keeps the ones a call frees for the
+next call, so a loop of calls does not fault in fresh pages every time.
 
 Fast path: a ``training=False`` call without lengths whose arrays are already
 C-contiguous ndarrays of the parameters' dtype, small enough for one thread, goes
@@ -21,7 +23,7 @@ call takes the general path, which converts, validates and raises the errors.
 
 import numpy as np
 
-from . import _checks, _kernels
+from . import _checks, _kernels, _pool
 from ._threads import batch_parts, gemm_parts, single_threaded_blas
 from ._types import Cache, GRUGrads, LSTMGrads, RNNGrads
 
@@ -70,7 +72,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, nonlinearity="tanh", lengths=N
     a = _checks.forward_args("rnn", x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity)
     hs = _state_buffer(a, a.h0, reverse)
     if _has_steps(a):
-        gates = np.empty((_chunk_steps(a, 1, False), a.B, a.H), a.dtype)
+        gates = _pool.empty((_chunk_steps(a, 1, False), a.B, a.H), a.dtype)
         parts, gemm_parts = _thread_parts(a, 1, training)
         with single_threaded_blas(gemm_parts):
             _kernels.rnn_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
@@ -105,7 +107,7 @@ def rnn_backward(dy, dh_T, cache):
     cache.consumed = True
     dx, dw_ih, dw_hh, db = _grad_buffers(a)
     if _has_steps(a):
-        dpre = np.empty((a.T, a.B, a.H), a.dtype)
+        dpre = _pool.empty((a.T, a.B, a.H), a.dtype)
         parts, gemm_parts = _thread_parts(a, 1, True)
         with single_threaded_blas(gemm_parts):
             _kernels.rnn_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["relu"],
@@ -141,7 +143,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=Fal
     else:
         cs = np.empty((2, a.B, a.H), a.dtype)  # c_{t-1} and c_t, used in turn
         cs[0] = a.c0
-    gates = np.empty((_chunk_steps(a, 4, training), a.B, 4 * a.H), a.dtype)
+    gates = _pool.empty((_chunk_steps(a, 4, training), a.B, 4 * a.H), a.dtype)
     if _has_steps(a):
         parts, gemm_parts = _thread_parts(a, 4, training)
         with single_threaded_blas(gemm_parts):
@@ -201,8 +203,8 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False,
         return done[0], done[1], None
     a = _checks.forward_args("gru", x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths)
     hs = _state_buffer(a, a.h0, reverse)
-    gates = np.empty((_chunk_steps(a, 3, training), a.B, 3 * a.H), a.dtype)
-    gh_n = np.empty((a.T, a.B, a.H), a.dtype) if training else None
+    gates = _pool.empty((_chunk_steps(a, 3, training), a.B, 3 * a.H), a.dtype)
+    gh_n = _pool.empty((a.T, a.B, a.H), a.dtype) if training else None
     if _has_steps(a):
         hh = np.empty((a.B, 3 * a.H), a.dtype)
         parts, gemm_parts = _thread_parts(a, 3, training)
@@ -282,7 +284,7 @@ def _chunk_steps(a, gates, training):
 
 def _state_buffer(a, initial, reverse):
     """(T+1, B, H) states in time order, the initial state in its slot (see _kernels)."""
-    states = np.empty((a.T + 1, a.B, a.H), a.dtype)
+    states = _pool.empty((a.T + 1, a.B, a.H), a.dtype)
     states[a.T if reverse else 0] = initial
     return states
 
@@ -299,7 +301,7 @@ def _outputs(hs, a, reverse, training):
     """
     y = hs[0:a.T] if reverse else hs[1:a.T + 1]
     if training:
-        y = y.copy()
+        y = _pool.copy(y)
     if a.lengths is not None:
         y[~_checks.active_mask(a.lengths, a.T, a.B)] = 0
     return y
@@ -321,5 +323,5 @@ def _incoming_grads(cache, dy, dh_T):
 
 def _grad_buffers(a):
     """dx (T, B, D) and dw_ih, dw_hh, db for the kernels to fill (zeros if none runs)."""
-    return (np.empty_like(a.x), np.zeros_like(a.w_ih), np.zeros_like(a.w_hh),
-            np.zeros_like(a.b_ih))
+    return (_pool.empty(a.x.shape, a.dtype), _pool.zeros(a.w_ih.shape, a.dtype),
+            _pool.zeros(a.w_hh.shape, a.dtype), np.zeros_like(a.b_ih))
