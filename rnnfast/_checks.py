@@ -14,6 +14,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from . import _pool
 from ._types import Cache
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -53,7 +54,9 @@ def _float_array(name, value, dtype):
     array = _as_array(name, value)
     if array.dtype.kind != "f":
         raise TypeError(f"{name} must be a floating-point array, got dtype {array.dtype}")
-    return np.asarray(array, dtype=dtype, order="C")  # keeps 0-d arrays 0-d
+    if array.dtype == dtype and array.flags.c_contiguous:
+        return array
+    return _pool.copy(array, dtype)   # keeps 0-d arrays 0-d
 
 
 def _shape_error(name, expected_text, expected, got):

@@ -147,10 +147,11 @@ def zeros(shape, dtype):
     return array
 
 
-def copy(array):
-    """A C-ordered copy of ``array``, from the pool where it is large enough."""
-    result = empty(array.shape, array.dtype)
-    np.copyto(result, array)
+def copy(array, dtype=None):
+    """A C-ordered copy of ``array`` (cast to ``dtype`` if given, as ``astype`` does),
+    from the pool where it is large enough."""
+    result = empty(array.shape, array.dtype if dtype is None else dtype)
+    np.copyto(result, array, casting="unsafe")
     return result
 
 

@@ -32,7 +32,7 @@ from typing import List, NamedTuple, Optional
 
 import numpy as np
 
-from . import _checks, _stream, functional
+from . import _checks, _pool, _stream, functional
 
 __all__ = ["RNN", "LSTM", "GRU"]
 
@@ -52,6 +52,13 @@ def _aligned_empty(shape, dtype):
     buffer = np.empty(nbytes + _PARAM_ALIGNMENT, np.uint8)
     start = -buffer.ctypes.data % _PARAM_ALIGNMENT
     return buffer[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def _concatenate_features(outputs):
+    """The directions' outputs, each (T, B, H), side by side: (T, B, N*H)."""
+    T, B, H = outputs[0].shape
+    joined = _pool.empty((T, B, len(outputs) * H), outputs[0].dtype)
+    return np.concatenate(outputs, axis=2, out=joined)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -308,7 +315,7 @@ class _RecurrentLayer:
                 caches.append(cache)
                 for name_finals, final in zip(finals, unit_finals):
                     name_finals.append(final)
-            layer_input = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
+            layer_input = outputs[0] if len(outputs) == 1 else _concatenate_features(outputs)
             mask = self._dropout_mask(layer, layer_input.shape)
             if mask is not None:
                 layer_input *= mask
@@ -328,7 +335,7 @@ class _RecurrentLayer:
         if x.ndim != 3 or x.shape[2] != self.input_size:
             raise ValueError(f"x must have shape {layout} with D = input_size = "
                              f"{self.input_size}, got {x.shape}")
-        return np.ascontiguousarray(x.swapaxes(0, 1)) if self.batch_first else x
+        return _pool.copy(x.swapaxes(0, 1)) if self.batch_first else x
 
     def _state_arrays(self, argument, value, names, batch):
         """The public state form (an array, or a pair for the LSTM) as a tuple with one
@@ -358,9 +365,10 @@ class _RecurrentLayer:
         dropout: eval mode, dropout 0, the last layer."""
         if not (self.training and self.dropout > 0 and layer < self.num_layers - 1):
             return None
-        keep = self._rng.random(shape, dtype=self.dtype) >= self.dropout
+        mask = self._rng.random(dtype=self.dtype, out=_pool.empty(shape, self.dtype))
+        keep = np.greater_equal(mask, self.dropout, out=_pool.empty(shape, np.bool_))
         scale = 1.0 / (1.0 - self.dropout) if self.dropout < 1 else 0.0
-        return np.where(keep, self.dtype.type(scale), self.dtype.type(0))
+        return np.multiply(keep, self.dtype.type(scale), out=mask)
 
     # ------------------------------------------------------------------ backward
 

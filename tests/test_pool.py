@@ -104,15 +104,26 @@ FAULTS_SCRIPT = textwrap.dedent("""
     rng = np.random.default_rng(0)
     T, B, D, H = 100, 16, 64, 64
     x = rng.standard_normal((T, B, D), dtype=np.float32)
-    h0 = np.zeros((B, H), np.float32)
-    w_ih = rng.uniform(-0.1, 0.1, (3 * H, D)).astype(np.float32)
-    w_hh = rng.uniform(-0.1, 0.1, (3 * H, H)).astype(np.float32)
-    b = np.zeros(3 * H, np.float32)
     dy = np.ones((T, B, H), np.float32)
+    if sys.argv[2] == "functional":
+        h0 = np.zeros((B, H), np.float32)
+        w_ih = rng.uniform(-0.1, 0.1, (3 * H, D)).astype(np.float32)
+        w_hh = rng.uniform(-0.1, 0.1, (3 * H, H)).astype(np.float32)
+        b = np.zeros(3 * H, np.float32)
 
-    def step():
-        y, h_T, cache = rnnfast.gru_forward(x, h0, w_ih, w_hh, b, b, training=True)
-        return rnnfast.gru_backward(dy, None, cache)
+        def step():
+            y, h_T, cache = rnnfast.gru_forward(x, h0, w_ih, w_hh, b, b, training=True)
+            return rnnfast.gru_backward(dy, None, cache)
+    else:   # two bidirectional layers with dropout, batch first
+        lstm = rnnfast.LSTM(D, H, num_layers=2, bidirectional=True, dropout=0.25,
+                            batch_first=True)
+        x = np.ascontiguousarray(x.swapaxes(0, 1))
+        dy = np.ones((B, T, 2 * H), np.float32)
+
+        def step():
+            lstm.zero_grad()
+            lstm(x)
+            return lstm.backward(dy)
 
     for _ in range(5):
         step()
@@ -124,17 +135,18 @@ FAULTS_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_a_training_loop_faults_in_no_fresh_pages(capsys):
+@pytest.mark.parametrize("api", ["functional", "layers"])
+def test_a_training_loop_faults_in_no_fresh_pages(api, capsys):
     def faults_per_call(limit):
-        result = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, str(limit)],
+        result = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, str(limit), api],
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         return float(result.stdout)
 
     with_pool, without_pool = faults_per_call(DEFAULT_LIMIT), faults_per_call(0)
     with capsys.disabled():
-        print(f"\n  page faults per GRU training call (100,16,64,64): "
-              f"{with_pool:.0f} with the pool, {without_pool:.0f} without")
+        print(f"\n  page faults per training step ({api}): {with_pool:.0f} with the pool, "
+              f"{without_pool:.0f} without")
     assert with_pool < 8
     assert without_pool > 100    # the check above can fail at all
 
