@@ -28,6 +28,9 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 #define RNNFAST_POOL_MIN_BYTES ((size_t)64 << 10)
 #define RNNFAST_POOL_HEADER 64
@@ -191,6 +194,20 @@ static size_t rnnfast_pool_set_limit(size_t limit)
     for (int i = 0; i < n_released; i++)
         free(released[i]);
     return previous;
+}
+
+/* A fork while another thread holds the lock would leave the child's copy locked for
+ * good: the lock is taken around fork(), so the pool is consistent on both sides. */
+static void rnnfast_pool_unlock_after_fork(void) { rnnfast_pool_unlock(); }
+
+static int rnnfast_pool_guard_fork(void)
+{
+#if defined(__unix__) || defined(__APPLE__)
+    return pthread_atfork(rnnfast_pool_lock, rnnfast_pool_unlock_after_fork,
+                          rnnfast_pool_unlock_after_fork);
+#else
+    return 0;
+#endif
 }
 
 static size_t rnnfast_pool_kept_bytes(void)

@@ -31,6 +31,7 @@ cdef extern from "rnnfast_pool.h" nogil:
     void rnnfast_pool_release(void *memory)
     size_t rnnfast_pool_set_limit(size_t limit)
     size_t rnnfast_pool_kept_bytes()
+    int rnnfast_pool_guard_fork()
 
 cdef extern from "numpy/arrayobject.h":
     ctypedef struct PyDataMemAllocator:
@@ -108,6 +109,8 @@ pool_handler.allocator.free = handler_free
 # the capsule lives as long as the module: every array allocated through it keeps a
 # reference, so the handler outlives them all
 cdef object handler_capsule = PyCapsule_New(&pool_handler, "mem_handler", NULL)
+if rnnfast_pool_guard_fork() != 0:
+    raise MemoryError("cannot register the buffer pool's fork handlers")
 
 
 cdef cnp.ndarray empty_array(int nd, cnp.npy_intp *dims, int typenum):

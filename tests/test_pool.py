@@ -8,6 +8,7 @@ then takes no page faults even where the system allocator hands every large bloc
 back to the system, the limit, NumPy's resize of a pooled array, and threads.
 """
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -210,3 +211,22 @@ def test_threads_never_share_a_buffer(empty_pool):
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_allocates_from_its_copy_of_the_pool(empty_pool):
+    p = gru_problem(T=200, B=1, D=128, H=128)     # one thread: no OpenMP in the child
+    expected = forward(p, training=False)[0].copy()
+    held = _pool.empty((50_000,), np.float32)    # the pool holds blocks across the fork
+    del held
+    pid = os.fork()
+    if pid == 0:    # the child: exit status 0 when its results match
+        try:
+            ok = all(np.array_equal(forward(p, training=False)[0], expected)
+                     for _ in range(3))
+            os._exit(0 if ok and rnnfast.cached_bytes() > 0 else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    np.testing.assert_array_equal(forward(p, training=False)[0], expected)
