@@ -23,6 +23,8 @@
 #include "rnnfast_gates.h"  /* RNNFAST_CLONES, RNNFAST_RESTRICT */
 
 #define RNNFAST_GEMM_MR 6
+/* Row blocks of 8 serve where they leave no shorter block behind (see gemm_rows). */
+#define RNNFAST_GEMM_MR_WIDE 8
 #define RNNFAST_GEMV_PANELS 4  /* panels per pass of the one-row product */
 /* Block of B packed at a time by gemm_at_b: rows x panels. Measured on a weight
  * gradient of K = 3200 rows: 256 rows as fast as 128, ahead of 512. */
