@@ -5,7 +5,7 @@ Environment switches:
 - RNNFAST_OPENMP=0: build without OpenMP (the kernels then run on one thread).
 - RNNFAST_DEBUG=1: memory-safety build, for tests only: Cython bounds, wraparound and
   initialization checks on, and the C compiled and linked with AddressSanitizer and
-  UndefinedBehaviorSanitizer (-O1 -g). Python is not instrumented, so run it with the
+  UndefinedBehaviorSanitizer (-O1 -g); the buffer pool keeps nothing unless told to. Python is not instrumented, so run it with the
   ASan runtime preloaded; README's "Memory-safety build" has the commands.
 OpenMP is used when the compiler accepts -fopenmp, and left out otherwise.
 """
@@ -37,7 +37,8 @@ def compile_args():
     if sys.platform == "win32":
         return ["/O2"]
     if DEBUG:
-        return ["-O1", "-g", "-fno-math-errno", "-fno-trapping-math"] + SANITIZE
+        return (["-O1", "-g", "-fno-math-errno", "-fno-trapping-math",
+                 "-DRNNFAST_POOL_KEEP_NOTHING"] + SANITIZE)
     args = ["-O3", "-g0", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function"]
     if os.environ.get("RNNFAST_NATIVE") == "1":
         args.append("-march=native")

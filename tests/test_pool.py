@@ -99,8 +99,9 @@ FAULTS_SCRIPT = textwrap.dedent("""
     # the pool every large buffer of every call comes as fresh pages
     libc = ctypes.CDLL(None)
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    assert libc.mallopt(M_MMAP_THRESHOLD, 65536) == 1
-    assert libc.mallopt(M_TRIM_THRESHOLD, 65536) == 1
+    if not (libc.mallopt(M_MMAP_THRESHOLD, 65536) == libc.mallopt(M_TRIM_THRESHOLD, 65536)
+            == 1):
+        sys.exit(print("mallopt refused"))   # another allocator (a sanitizer's)
     rnnfast.set_cache_limit(int(sys.argv[1]))
     rng = np.random.default_rng(0)
     T, B, D, H = 100, 16, 64, 64
@@ -142,6 +143,8 @@ def test_a_training_loop_faults_in_no_fresh_pages(api, capsys):
         result = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, str(limit), api],
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
+        if result.stdout.strip() == "mallopt refused":
+            pytest.skip("the allocator is not glibc's: mallopt has no effect")
         return float(result.stdout)
 
     with_pool, without_pool = faults_per_call(DEFAULT_LIMIT), faults_per_call(0)
@@ -219,6 +222,7 @@ FORK_SCRIPT = textwrap.dedent("""
     import rnnfast
     from rnnfast import _pool
 
+    rnnfast.set_cache_limit(256 << 20)    # the memory-safety build starts at 0
     rng = np.random.default_rng(0)
     T, B, D, H = 200, 1, 128, 128     # one thread: no OpenMP region in the child
     args = (rng.standard_normal((T, B, D)).astype(np.float32),
