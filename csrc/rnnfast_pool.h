@@ -14,9 +14,11 @@
  * weights of 2 MiB and more are aligned to 2 MiB and offered to the kernel for huge
  * pages, so the panels that every step streams from L3 need few TLB entries
  * (measured 1-2 % faster at H = 512, LSTM, 4 MiB per matrix); other blocks of 4 MiB
- * and more offer the 2 MiB pages inside them, as NumPy's own allocator does. One pool per process:
- * include this header in one extension module only (rnnfast._pool) and reach it from
- * the others through that module's C functions. Thread-safe (one lock).
+ * and more offer the 2 MiB pages inside them, as NumPy's own allocator does.
+ *
+ * One pool per process: include this header in one extension module only
+ * (rnnfast._pool) and reach it from the others through that module's C functions.
+ * Thread-safe (one lock).
  */
 #ifndef RNNFAST_POOL_H
 #define RNNFAST_POOL_H
@@ -95,8 +97,9 @@ static inline void *rnnfast_pool_new_block(size_t bytes, int packed_weights)
     block = aligned_alloc(64, bytes);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     if (block != NULL && bytes >= 2 * RNNFAST_HUGE_PAGE) {
-        uintptr_t first = ((uintptr_t)block + RNNFAST_HUGE_PAGE - 1) & ~(RNNFAST_HUGE_PAGE - 1);
-        uintptr_t end = ((uintptr_t)block + bytes) & ~(RNNFAST_HUGE_PAGE - 1);
+        const uintptr_t huge_mask = ~(uintptr_t)(RNNFAST_HUGE_PAGE - 1);
+        uintptr_t first = ((uintptr_t)block + RNNFAST_HUGE_PAGE - 1) & huge_mask;
+        uintptr_t end = ((uintptr_t)block + bytes) & huge_mask;
         madvise((void *)first, end - first, MADV_HUGEPAGE);
     }
 #endif
