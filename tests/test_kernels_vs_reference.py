@@ -26,6 +26,8 @@ SHAPES = [  # (T, B, D, H)
     (4, 2, 21, 35),  # weights packed in register blocks plus leftover rows and columns
     (5, 1, 9, 40),   # a batch of one against 2 to 5 panels of weights (the one-row product)
     (130, 8, 37, 45),  # weight gradients over 2**20 multiply-adds: 1040 rows in blocks
+    (11, 8, 3, 13),    # inference of 8 rows and more: one product over [x_t | h_{t-1}]
+    (9, 17, 20, 9),    # the same, with row blocks of 8 and 6 and a leftover row
 ]
 
 
