@@ -37,7 +37,9 @@ small call's time. Inside the loop the recurrent product uses the packed kernel 
 csrc/rnnfast_gemm.h on W_hh packed once per call. The input projection and
 dx = dG W_ih use the same kernel on W_ih (or W_ih^T) packed once per call where W_ih
 is small or the projection runs in chunks (inference): then each thread projects its
-own rows chunk by chunk, with no barrier between chunks. The weight gradients go
+own rows chunk by chunk, with no barrier between chunks. LSTM inference with enough
+rows per thread has no projection at all: each step is one product over
+[x_t | h_{t-1}] (forward_joined). The weight gradients go
 through the same kernel too (gemm_at_b): dW_ih and dW_hh one per thread where two
 threads share them evenly, else each split by its sum over the steps. These
 GEMMs over all T*B rows (and the BLAS calls for a large W_ih) are split over
