@@ -13,7 +13,6 @@ from then on).
 """
 
 cimport numpy as cnp
-import math
 import numbers
 
 import numpy as np
@@ -132,15 +131,15 @@ cdef cnp.ndarray empty_array(int nd, cnp.npy_intp *dims, int typenum):
 # ---------------------------------------------------------------- Python interface
 
 def empty(shape, dtype):
-    """``np.empty(shape, dtype)`` (C order), from the pool where it is large enough."""
-    dtype = np.dtype(dtype)
-    if dtype.itemsize * math.prod(shape) < RNNFAST_POOL_MIN_BYTES:
-        return np.empty(shape, dtype)
-    previous = PyDataMem_SetHandler(handler_capsule)
-    try:
-        return np.empty(shape, dtype)
-    finally:
-        PyDataMem_SetHandler(previous)
+    """``np.empty(shape, dtype)`` (C order, a shape of up to 8 axes), from the pool
+    where it is large enough."""
+    cdef cnp.npy_intp dims[8]
+    cdef int axis
+    if len(shape) > 8:
+        raise ValueError(f"shape must have at most 8 axes, got {len(shape)}")
+    for axis in range(len(shape)):
+        dims[axis] = shape[axis]
+    return empty_array(len(shape), dims, np.dtype(dtype).num)
 
 
 def zeros(shape, dtype):
