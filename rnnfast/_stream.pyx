@@ -15,8 +15,14 @@ once), runs each layer's step straight on the parameter arrays and returns a new
     gates = v W_ih^T;  hh = h W_hh^T       (B, G*H)   GRU: r * (h W_hn^T + b_hn) needs hh
     then the fused gate pass of csrc/ (with b_ih) writes the new h (and c).
 
-The GIL is released only when a step has enough arithmetic to pay for it. A runner
-is not meant to be shared between threads: each stream owns its state.
+The GIL is released only when a step has enough arithmetic to pay for it. A layer's
+products are cut by output columns into parts small enough for BLAS to compute them
+straight from the weights (BLAS_DIRECT_OUTPUTS), and from 16384 multiply-adds a step
+(B*G*H*(D+H); 64 KiB of float weights at B = 1) the parts run on the threads rnnfast
+may use: the calling thread and spinning helper threads (csrc/rnnfast_helpers.h).
+Each thread then reads only its columns of W_ih and W_hh, which stay in its core's
+L2 from one step to the next. The gate pass runs on the calling thread. A runner is
+not meant to be shared between threads: each stream owns its state.
 """
 
 cimport numpy as cnp
@@ -29,10 +35,46 @@ from ._gates cimport *
 
 cnp.import_array()
 
-# A step with fewer multiply-adds than this runs holding the GIL: releasing and
-# taking it back costs about as much as the step.
+cdef extern from "rnnfast_helpers.h" nogil:
+    ctypedef void (*rnnfast_part_fn)(void *job, int part) noexcept nogil
+    void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int threads)
+    int rnnfast_helpers_running()
+
 cdef enum:
+    # A step with fewer multiply-adds than this runs holding the GIL: releasing and
+    # taking it back costs about as much as the step.
     NOGIL_MIN_MULTIPLY_ADDS = 65536
+    # A layer's step splits its products over threads with at least this many
+    # multiply-adds per thread. Measured on a 2-core VM, a call from Python, B = 1,
+    # D = H, 1 -> 2 threads: RNN H = 64 (8192 in all) 0.62 -> 0.75 us, so not split;
+    # GRU H = 64 (24576) 1.36 -> 1.17; LSTM H = 64 and RNN H = 128 (32768) 1.6 ->
+    # 1.3 us; GRU H = 128 4.4 -> 2.7 us; LSTM H = 128 5.6 -> 3.4 us.
+    MIN_MULTIPLY_ADDS_PER_THREAD = 8192
+    # OpenBLAS computes a product v W^T of at most this many outputs (B * columns)
+    # straight from W; a larger one is packed first, and may be split over BLAS's
+    # own threads. Measured here (one thread, K = 128): B = 1 55 GFLOP/s up to 1024
+    # columns, 6 from 2048; B = 8 92 up to 128 columns, 36 from 256. So a step's
+    # products are cut into parts of at most this many outputs, whatever the threads.
+    BLAS_DIRECT_OUTPUTS = 1024
+    # Parts narrower than this (from a batch of more than 21 rows) are not worth the
+    # calls: such a step goes to BLAS whole.
+    MIN_COLUMNS_PER_PART = 32
+
+
+ctypedef struct StepProducts:
+    # One layer's step products, split by output columns n0:n1 of N = G*H:
+    #   out_ih[:, n0:n1] = init[n0:n1] + v (B, Din) @ w_ih[n0:n1].T
+    #   out_hh[:, n0:n1] (+)= h (B, H) @ w_hh[n0:n1].T
+    # init is b_hh (RNN, LSTM: out_hh is out_ih, the sum) or NULL for zeros (GRU:
+    # out_hh is its own array, zeroed first).
+    Py_ssize_t B, N, Din, H, parts, align
+    const void *v
+    const void *w_ih
+    const void *h
+    const void *w_hh
+    const void *init
+    void *out_ih
+    void *out_hh
 
 cpdef enum CellKind:
     RNN_TANH = 0
@@ -41,6 +83,11 @@ cpdef enum CellKind:
     GRU = 3
 
 GATES = {RNN_TANH: 1, RNN_RELU: 1, LSTM: 4, GRU: 3}
+
+
+def helper_threads():
+    """How many helper threads the streams of this process have started."""
+    return rnnfast_helpers_running()
 
 
 cdef class StepRunner:
@@ -190,7 +237,9 @@ cdef void run_layers(int kind, Py_ssize_t G, Py_ssize_t L, Py_ssize_t B, Py_ssiz
                      floating *gates, floating *hh, const size_t *pointers) noexcept nogil:
     """Layer k reads v = x (k = 0) or the new h of layer k-1, (B, D or H), and the
     states[:, k] entering the step; it writes next_states[:, k]."""
-    cdef Py_ssize_t k, b, Din, GH
+    cdef Py_ssize_t k, Din, GH, multiply_adds, threads
+    cdef Py_ssize_t max_threads = rnnfast_max_threads()
+    cdef StepProducts products
     cdef const floating *v = x
     cdef const floating *w_ih
     cdef const floating *w_hh
@@ -208,19 +257,34 @@ cdef void run_layers(int kind, Py_ssize_t G, Py_ssize_t L, Py_ssize_t B, Py_ssiz
         b_hh = <const floating *>pointers[4 * k + 3]
         h_prev = states + k * B * H
         h_out = next_states + k * B * H
+        # GRU:       gates = v @ W_ih.T ;  hh = h_{t-1} @ W_hh.T        (B, 3H)
+        # RNN, LSTM: gates = b_hh + v @ W_ih.T + h_{t-1} @ W_hh.T      (B, G*H)
+        products.B, products.N, products.Din, products.H = B, GH, Din, H
+        products.v, products.w_ih, products.h, products.w_hh = v, w_ih, h_prev, w_hh
+        products.init = b_hh
         if kind == GRU:
-            # gates = v @ W_ih.T ;  hh = h_{t-1} @ W_hh.T       (B, 3H)
-            memset(gates, 0, B * GH * sizeof(floating))
-            memset(hh, 0, B * GH * sizeof(floating))
-            add_product(B, GH, Din, v, w_ih, gates)
-            add_product(B, GH, H, h_prev, w_hh, hh)
+            products.init = NULL
+        products.out_ih = gates
+        products.out_hh = hh if kind == GRU else gates
+        multiply_adds = B * GH * (Din + H)
+        products.align = 64 // sizeof(floating)
+        threads = min(max_threads, multiply_adds // MIN_MULTIPLY_ADDS_PER_THREAD)
+        # parts of at most BLAS_DIRECT_OUTPUTS outputs, their bounds rounded to align
+        products.parts = max(threads, ceil_div(B * GH, BLAS_DIRECT_OUTPUTS - B * products.align))
+        if GH < products.parts * MIN_COLUMNS_PER_PART:
+            products.parts = threads = 1    # a large batch: BLAS splits the products
+        if products.parts == 1:
+            step_products_part(&products, 0, gates, hh if kind == GRU else gates)
+        else:
+            if floating is float:
+                rnnfast_run_parts(step_products_part_f32, &products, products.parts,
+                                  threads)
+            else:
+                rnnfast_run_parts(step_products_part_f64, &products, products.parts,
+                                  threads)
+        if kind == GRU:
             step_gru(B, H, gates, hh, b_ih, b_hh, h_prev, h_out)
         else:
-            # gates = b_hh + v @ W_ih.T + h_{t-1} @ W_hh.T      (B, G*H)
-            for b in range(B):
-                memcpy(gates + b * GH, b_hh, GH * sizeof(floating))
-            add_product(B, GH, Din, v, w_ih, gates)
-            add_product(B, GH, H, h_prev, w_hh, gates)
             if kind == LSTM:
                 step_lstm(B, H, gates, b_ih, h_prev, h_out, h_prev + L * B * H,
                           h_out + L * B * H)
@@ -230,10 +294,46 @@ cdef void run_layers(int kind, Py_ssize_t G, Py_ssize_t L, Py_ssize_t B, Py_ssiz
     rnnfast_fpmode_exit(fpmode)
 
 
-cdef inline void add_product(Py_ssize_t B, Py_ssize_t N, Py_ssize_t K, const floating *v,
-                             const floating *w, floating *out) noexcept nogil:
-    # out (B, N) += v (B, K) @ w.T,  w (N, K)
-    gemm(NoTrans, Trans, B, N, K, 1, v, K, w, K, 1, out, N)
+cdef inline Py_ssize_t ceil_div(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return (a + b - 1) // b if b > 0 else a
+
+
+cdef void step_products_part(const StepProducts *products, int part, floating *out_ih,
+                             floating *out_hh) noexcept nogil:
+    """Columns n0:n1 of the step products (see StepProducts; ``out_ih``, ``out_hh``
+    are its arrays, typed): part ``part`` of ``parts``, its bounds on ``align``
+    columns (a cache line) but the last."""
+    cdef Py_ssize_t B = products.B, N = products.N, Din = products.Din, H = products.H
+    cdef Py_ssize_t n0 = 0, n1 = N, b
+    cdef const floating *init = <const floating *>products.init
+    if products.parts > 1:
+        n0 = N * part // products.parts // products.align * products.align
+        if part + 1 < products.parts:
+            n1 = N * (part + 1) // products.parts // products.align * products.align
+    if n1 <= n0:
+        return
+    for b in range(B):
+        if init != NULL:
+            memcpy(out_ih + b * N + n0, init + n0, (n1 - n0) * sizeof(floating))
+        else:
+            memset(out_ih + b * N + n0, 0, (n1 - n0) * sizeof(floating))
+            memset(out_hh + b * N + n0, 0, (n1 - n0) * sizeof(floating))
+    # out (B, n0:n1) += v (B, K) @ w[n0:n1].T,  w (N, K)
+    gemm(NoTrans, Trans, B, n1 - n0, Din, 1, <const floating *>products.v, Din,
+         <const floating *>products.w_ih + n0 * Din, Din, 1, out_ih + n0, N)
+    gemm(NoTrans, Trans, B, n1 - n0, H, 1, <const floating *>products.h, H,
+         <const floating *>products.w_hh + n0 * H, H, 1, out_hh + n0, N)
+
+
+cdef void step_products_part_f32(void *job, int part) noexcept nogil:
+    cdef StepProducts *products = <StepProducts *>job
+    step_products_part(products, part, <float *>products.out_ih, <float *>products.out_hh)
+
+
+cdef void step_products_part_f64(void *job, int part) noexcept nogil:
+    cdef StepProducts *products = <StepProducts *>job
+    step_products_part(products, part, <double *>products.out_ih,
+                       <double *>products.out_hh)
 
 
 cdef inline void step_rnn(Py_ssize_t B, Py_ssize_t H, int relu, const floating *pre,

@@ -2,14 +2,15 @@
 batch splitting does not change results beyond rounding, and the BLAS thread
 counts are restored after parallel calls."""
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
 import rnnfast
-from rnnfast import _kernels, _threads
+from rnnfast import _kernels, _stream, _threads
 from conftest import (CELL_VARIANTS, GRAD_NAMES, assert_close, backward, forward,
                       make_inputs, make_params, random_lengths)
 
@@ -180,3 +181,153 @@ def test_openmp_wait_policy_is_passive_only_while_the_runtime_loads(monkeypatch)
             assert os.environ.get("OMP_WAIT_POLICY") == (value if name == "OMP_WAIT_POLICY"
                                                          else None)
         monkeypatch.delenv(name)
+
+
+# ----------------------------------------------------------------------------- streams
+
+STREAM_CELLS = {"rnn_tanh": (rnnfast.RNN, {"nonlinearity": "tanh"}),
+                "rnn_relu": (rnnfast.RNN, {"nonlinearity": "relu"}),
+                "lstm": (rnnfast.LSTM, {}), "gru": (rnnfast.GRU, {})}
+
+
+def as_tuple(state):
+    return state if isinstance(state, tuple) else (state,)
+
+
+def stream_outputs(layer, x, threads):
+    """The stream's outputs (T, B, H) and final state with ``threads`` threads allowed."""
+    with threadpool_limits(limits=threads, user_api="openmp"):
+        stream = layer.stream(x.shape[1])
+        outputs = np.stack([stream(x_t) for x_t in x])
+        return outputs, stream.state
+
+
+# (B, D, H, layers): one part per thread; column counts that are not a multiple of a
+# cache line; more parts than threads (B*G*H*max(D, H) >= 262144) on the last.
+STREAM_SPLITS = [(1, 128, 128, 2), (3, 20, 200, 1), (4, 300, 300, 1)]
+
+
+@pytest.mark.parametrize("shape", STREAM_SPLITS, ids=lambda s: "B{}_D{}_H{}_L{}".format(*s))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("cell", list(STREAM_CELLS))
+def test_stream_split_over_threads_matches_one_thread(cell, dtype, shape):
+    """A stream step whose products split over the calling thread and helper threads
+    gives the one-thread results and the whole sequence's, with 2 and 4 threads."""
+    B, D, H, layers = shape
+    cls, extra = STREAM_CELLS[cell]
+    layer = cls(D, H, num_layers=layers, dtype=dtype, seed=5, **extra).eval()
+    x = np.random.default_rng(2).standard_normal((6, B, D)).astype(dtype)
+    expected, expected_state = stream_outputs(layer, x, threads=1)
+    assert_close(expected, layer(x)[0], dtype, name="one thread against forward")
+    for threads in (2, 4):
+        outputs, state = stream_outputs(layer, x, threads)
+        assert_close(outputs, expected, dtype, name=f"y, {threads} threads")
+        for ours, theirs in zip(as_tuple(state), as_tuple(expected_state)):
+            assert_close(ours, theirs, dtype, name=f"state, {threads} threads")
+    assert _stream.helper_threads() >= 1
+
+
+def test_streams_in_several_python_threads_match_serial():
+    """Streams stepped from four Python threads at once share the helper threads (a
+    step that finds them busy runs on its own thread): the serial results."""
+    layers = [rnnfast.LSTM(128, 128, seed=seed).eval() for seed in range(4)]
+    x = np.random.default_rng(0).standard_normal((200, 1, 128)).astype(np.float32)
+
+    def run(layer):
+        stream = layer.stream(1)
+        return np.stack([stream(x_t) for x_t in x])
+
+    with threadpool_limits(limits=2, user_api="openmp"):
+        serial = [run(layer) for layer in layers]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent = list(pool.map(run, layers))
+    for expected, got in zip(serial, concurrent):
+        assert_close(got, expected, np.float32, name="y")
+
+
+def test_one_thread_starts_no_helper():
+    import subprocess
+    import sys
+
+    from conftest import rnnfast_env
+
+    script = ("import numpy as np, rnnfast\nfrom rnnfast import _stream\n"
+              "stream = rnnfast.LSTM(128, 128).stream(1)\n"
+              "for _ in range(10): stream(np.ones((1, 128), np.float32))\n"
+              "print(_stream.helper_threads())\n")
+    env = rnnfast_env({**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "0"
+
+
+STREAM_FORK_SCRIPT = """
+import os
+import numpy as np
+import rnnfast
+from threadpoolctl import threadpool_limits
+from rnnfast import _stream
+
+layer = rnnfast.GRU(128, 128, seed=1).eval()
+x = np.random.default_rng(0).standard_normal((50, 1, 128)).astype(np.float32)
+expected = layer(x)[0]
+
+def matches():
+    stream = layer.stream(1)
+    y = np.stack([stream(x_t) for x_t in x])
+    return np.allclose(y, expected, rtol=2e-4, atol=2e-5)
+
+with threadpool_limits(limits=2, user_api="openmp"):
+    started = matches() and _stream.helper_threads() == 1
+    pid = os.fork()
+    if pid == 0:    # the child: no helper thread came along; it starts its own
+        os._exit(0 if matches() and matches() and _stream.helper_threads() == 1 else 1)
+    _, status = os.waitpid(pid, 0)
+    print(started and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0 and matches())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_streams_with_helpers_of_its_own():
+    import subprocess
+    import sys
+
+    from conftest import rnnfast_env
+
+    result = subprocess.run([sys.executable, "-c", STREAM_FORK_SCRIPT],
+                            env=rnnfast_env(dict(os.environ)), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("sanitizer", [None, "thread"])
+def test_helper_threads_run_every_part_once(tmp_path, sanitizer):
+    """The C stress test of csrc/rnnfast_helpers.h (tests/c/helpers_stress.c), built
+    plain and under ThreadSanitizer: exact totals, no data race reported."""
+    import shutil
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    source = os.path.join(here, "c", "helpers_stress.c")
+    headers = os.path.join(os.path.dirname(here), "csrc")
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None or not os.path.isdir(headers):
+        pytest.skip("needs a C compiler and the source tree's csrc/")
+    flags = ["-O1", "-g", "-fsanitize=thread"] if sanitizer else ["-O2"]
+    binary = str(tmp_path / "helpers_stress")
+    built = subprocess.run([compiler, *flags, "-I", headers, source, "-o", binary, "-pthread"],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        if sanitizer:
+            pytest.skip(f"the compiler cannot build with -fsanitize={sanitizer}")
+        pytest.fail(built.stderr)
+    # not the sanitizer runtime preloaded into this interpreter, if any
+    env = {name: value for name, value in os.environ.items() if name != "LD_PRELOAD"}
+    env["TSAN_OPTIONS"] = "halt_on_error=1"
+    result = subprocess.run([binary], env=env, capture_output=True, text=True, timeout=300)
+    if sanitizer and "FATAL: ThreadSanitizer" in result.stderr:
+        pytest.skip(f"ThreadSanitizer cannot run here: {result.stderr.strip()[:200]}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok"
