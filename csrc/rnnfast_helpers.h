@@ -10,8 +10,9 @@
  * Parts are claimed, not assigned: the caller claims parts too, and a part that no
  * helper has claimed when the caller is free runs on the caller. So a helper that
  * sleeps, or waits for a core, never delays a job; it only means the job runs on
- * fewer threads. Measured on a 2-core VM: handing a job over and seeing it done costs
- * 0.06-0.35 us.
+ * fewer threads (a helper descheduled in the middle of a part does delay it, as in
+ * any team of threads). Measured on a 2-core VM: handing a job over and seeing it
+ * done costs 0.06-0.35 us.
  *
  * One job at a time per process: a caller that finds the helpers busy with another
  * thread's job runs all its parts itself. The helpers start on first use; in a
