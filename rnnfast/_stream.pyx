@@ -273,15 +273,11 @@ cdef void run_layers(int kind, Py_ssize_t G, Py_ssize_t L, Py_ssize_t B, Py_ssiz
         products.parts = max(threads, ceil_div(B * GH, BLAS_DIRECT_OUTPUTS - B * products.align))
         if GH < products.parts * MIN_COLUMNS_PER_PART:
             products.parts = threads = 1    # a large batch: BLAS splits the products
-        if products.parts == 1:
-            step_products_part(&products, 0, gates, hh if kind == GRU else gates)
+        # one part, or one thread: all on the calling thread
+        if floating is float:
+            rnnfast_run_parts(step_products_part_f32, &products, products.parts, threads)
         else:
-            if floating is float:
-                rnnfast_run_parts(step_products_part_f32, &products, products.parts,
-                                  threads)
-            else:
-                rnnfast_run_parts(step_products_part_f64, &products, products.parts,
-                                  threads)
+            rnnfast_run_parts(step_products_part_f64, &products, products.parts, threads)
         if kind == GRU:
             step_gru(B, H, gates, hh, b_ih, b_hh, h_prev, h_out)
         else:

@@ -95,7 +95,6 @@ print("matched")
 
 
 def test_three_threads_match_one_thread():
-    import os
     import subprocess
     import sys
 
@@ -166,8 +165,6 @@ def test_openblas_thread_counts_through_its_entry_points():
 def test_openmp_wait_policy_is_passive_only_while_the_runtime_loads(monkeypatch):
     """The runtime loads with OMP_WAIT_POLICY=PASSIVE unless the user set a policy;
     the environment is left as it was either way."""
-    import os
-
     from rnnfast._openmp import passive_wait_while_loading
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
@@ -204,7 +201,7 @@ def stream_outputs(layer, x, threads):
 
 
 # (B, D, H, layers): one part per thread; column counts that are not a multiple of a
-# cache line; more parts than threads (B*G*H*max(D, H) >= 262144) on the last.
+# cache line; more parts than threads (B*G*H above 1024 outputs a part) on the last.
 STREAM_SPLITS = [(1, 128, 128, 2), (3, 20, 200, 1), (4, 300, 300, 1)]
 
 
