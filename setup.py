@@ -88,7 +88,7 @@ def extension(name, parallel=False, numpy_api=False):
 
 setup(
     ext_modules=cythonize(
-        [extension("_blas"), extension("_pool", numpy_api=True),
+        [extension("_blas"), extension("_pool", numpy_api=True), extension("_helpers"),
          extension("_kernels", parallel=True, numpy_api=True),
          extension("_stream", parallel=True, numpy_api=True)],
         compiler_directives=COMPILER_DIRECTIVES,

@@ -35,10 +35,8 @@ from ._gates cimport *
 
 cnp.import_array()
 
-cdef extern from "rnnfast_helpers.h" nogil:
-    ctypedef void (*rnnfast_part_fn)(void *job, int part) noexcept nogil
-    void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int threads)
-    int rnnfast_helpers_running()
+from ._helpers cimport run_parts
+from ._helpers import helper_threads
 
 cdef enum:
     # A step with fewer multiply-adds than this runs holding the GIL: releasing and
@@ -83,11 +81,6 @@ cpdef enum CellKind:
     GRU = 3
 
 GATES = {RNN_TANH: 1, RNN_RELU: 1, LSTM: 4, GRU: 3}
-
-
-def helper_threads():
-    """How many helper threads the streams of this process have started."""
-    return rnnfast_helpers_running()
 
 
 cdef class StepRunner:
@@ -275,9 +268,9 @@ cdef void run_layers(int kind, Py_ssize_t G, Py_ssize_t L, Py_ssize_t B, Py_ssiz
             products.parts = threads = 1    # a large batch: BLAS splits the products
         # one part, or one thread: all on the calling thread
         if floating is float:
-            rnnfast_run_parts(step_products_part_f32, &products, products.parts, threads)
+            run_parts(step_products_part_f32, &products, products.parts, threads)
         else:
-            rnnfast_run_parts(step_products_part_f64, &products, products.parts, threads)
+            run_parts(step_products_part_f64, &products, products.parts, threads)
         if kind == GRU:
             step_gru(B, H, gates, hh, b_ih, b_hh, h_prev, h_out)
         else:

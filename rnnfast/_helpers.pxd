@@ -1,0 +1,6 @@
+# The process's helper threads (csrc/rnnfast_helpers.h), one pool for the streams
+# and the kernels' step teams: rnnfast._helpers holds it, other modules cimport this.
+
+ctypedef void (*part_fn)(void *job, int part) noexcept nogil
+
+cdef void run_parts(part_fn fn, void *job, int parts, int threads) noexcept nogil
