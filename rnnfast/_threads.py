@@ -11,11 +11,16 @@ calls; running them beside the OpenMP threads oversubscribes the cores (measured
 an order of magnitude slower on 2 cores). So while any such call runs, every BLAS
 library loaded in the process is set to one thread and restored afterwards.
 ``OMP_NUM_THREADS`` caps the thread count.
+
+A process forked after this one ran a call on OpenMP threads runs every call on
+one thread: GNU OpenMP cannot start its threads again in such a child, whose first
+parallel region would hang.
 """
 
 import ctypes
 import itertools
 import math
+import os
 import threading
 
 from threadpoolctl import ThreadpoolController
@@ -34,13 +39,37 @@ MIN_GEMM_WORK_PER_THREAD = 32_000_000
 _lock = threading.Lock()
 _active_calls = 0
 _limiters = None
+_ran_teams = False            # this process has chosen OpenMP threads for a call
+_forked_after_teams = False   # ... and this is a child forked after it did
+
+
+def max_threads():
+    """The most threads a kernel call may use: OpenMP's limit (``OMP_NUM_THREADS``),
+    1 in a build without OpenMP and in a child forked after OpenMP threads ran."""
+    return 1 if _forked_after_teams else _kernels.max_threads()
+
+
+def _team(threads):
+    """``threads`` for a call, noting whether OpenMP threads run (see the fork rule)."""
+    global _ran_teams
+    if threads > 1:
+        _ran_teams = True
+    return threads
+
+
+def _after_fork_in_child():
+    global _forked_after_teams
+    _forked_after_teams = _forked_after_teams or _ran_teams
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def batch_parts(B, multiply_adds=math.inf):
     """How many blocks of batch rows run their time loops in parallel, for a call of
     B rows and about ``multiply_adds`` multiply-adds in all."""
     by_work = multiply_adds // MIN_WORK_PER_THREAD
-    return int(max(1, min(_kernels.max_threads(), B // MIN_ROWS_PER_THREAD, by_work)))
+    return _team(int(max(1, min(max_threads(), B // MIN_ROWS_PER_THREAD, by_work))))
 
 
 def gemm_parts(rows, multiply_adds, parts):
@@ -48,7 +77,7 @@ def gemm_parts(rows, multiply_adds, parts):
     projection, dx and the weight gradients), at least the ``parts`` of its time loop:
     a batch too small to split, over many steps, still spreads them."""
     by_work = multiply_adds // MIN_GEMM_WORK_PER_THREAD
-    return int(max(parts, min(_kernels.max_threads(), rows // MIN_ROWS_PER_THREAD, by_work)))
+    return _team(int(max(parts, min(max_threads(), rows // MIN_ROWS_PER_THREAD, by_work))))
 
 
 

@@ -77,6 +77,9 @@ from rnnfast import _kernels, _threads
 from conftest import CELL_VARIANTS, assert_close
 from test_threads import train_step
 
+if _kernels.max_threads() == 1:
+    print("no OpenMP")
+    sys.exit()
 assert _kernels.max_threads() == 3
 for variant in CELL_VARIANTS:
     for T, B in ((20, 12), (40, 2)):
@@ -105,7 +108,46 @@ def test_three_threads_match_one_thread():
                              os.path.dirname(os.path.abspath(__file__))],
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+    if result.stdout.strip() == "no OpenMP":
+        pytest.skip("a build without OpenMP runs one thread")
     assert result.stdout.strip() == "matched"
+
+
+# A child forked after OpenMP threads ran (a batch of 16 split in two): GNU OpenMP
+# would hang in its first parallel region, so the child's calls use no OpenMP thread.
+FORK_AFTER_TEAMS_SCRIPT = """
+import os
+import numpy as np
+import rnnfast
+from rnnfast import _threads
+
+rng = np.random.default_rng(0)
+calls = [(rnnfast.GRU(64, 64, seed=1).eval(), 16), (rnnfast.LSTM(256, 256, seed=2).eval(), 1)]
+inputs = [rng.standard_normal((200, B, layer.input_size)).astype(np.float32)
+          for layer, B in calls]
+expected = [layer(x)[0].copy() for (layer, _), x in zip(calls, inputs)]
+pid = os.fork()
+if pid == 0:    # the child: the same results
+    same = all(np.allclose(layer(x)[0], y, rtol=2e-4, atol=2e-5)
+               for (layer, _), x, y in zip(calls, inputs, expected))
+    os._exit(0 if same and _threads.max_threads() == 1 else 1)
+_, status = os.waitpid(pid, 0)
+print(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_after_openmp_threads_ran_computes_without_them():
+    import subprocess
+    import sys
+
+    from conftest import rnnfast_env
+
+    result = subprocess.run([sys.executable, "-c", FORK_AFTER_TEAMS_SCRIPT],
+                            env=rnnfast_env(dict(os.environ)), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
 
 
 def test_gemm_thread_count_follows_rows_and_work(monkeypatch):
