@@ -33,10 +33,14 @@ Threads: batch rows are independent, so the batch is split into ``parts`` blocks
 rows, each running the whole time loop on its own thread (OpenMP) with no
 synchronisation between steps. With one block no OpenMP region is entered at all:
 even a region of one thread costs GNU OpenMP several system calls, a large part of a
-small call's time. Inside the loop the recurrent product uses the packed kernel of
-csrc/rnnfast_gemm.h on W_hh packed once per call. The input projection and
-dx = dG W_ih use the same kernel on W_ih (or W_ih^T) packed once per call where W_ih
-is small or the projection runs in chunks (inference): then each thread projects its
+small call's time. One block may instead share each step's product (and its input
+projection) by columns between ``step_parts`` threads, the caller and helper threads
+(rnnfast._helpers, no OpenMP), the gate pass staying on the caller: each thread then
+reads only its panels of the packed weights, which stay in its cache. Inside the
+loop the recurrent product uses the packed kernel of csrc/rnnfast_gemm.h on W_hh
+packed once per call. The input projection and dx = dG W_ih use the same kernel on
+W_ih (or W_ih^T) packed once per call where W_ih is small or the projection runs in
+chunks (inference): then each thread projects its
 own rows chunk by chunk, with no barrier between chunks. LSTM inference with enough
 rows per thread has no projection at all: each step is one product over
 [x_t | h_{t-1}] (forward_joined). The weight gradients go
@@ -60,6 +64,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
 from ._blas cimport BLAS_Trans, gemm, NoTrans, Trans
+from ._helpers cimport run_parts
 from ._pool cimport empty_array, pool_alloc, pool_free, pool_release
 from ._gates cimport *
 
@@ -256,6 +261,64 @@ cdef inline Py_ssize_t part_start(Py_ssize_t part, Py_ssize_t parts, Py_ssize_t 
     return part * B // parts
 
 
+ctypedef struct PackedProduct:
+    # C (M, N) (+)= A (M, K) @ B (K, N), B packed in panels of ``panel`` columns,
+    # split into ``parts`` by whole panels: part p computes columns n0:n1 of C.
+    Py_ssize_t M, N, K, lda, ldc, panel, parts
+    bint accumulate
+    const void *a
+    const void *packed
+    void *c
+
+
+cdef inline void packed_product_part(const PackedProduct *job, int part,
+                                     floating *c) noexcept nogil:
+    cdef Py_ssize_t panels = (job.N + job.panel - 1) // job.panel
+    cdef Py_ssize_t n0 = part_start(part, job.parts, panels) * job.panel
+    cdef Py_ssize_t n1 = min(job.N, part_start(part + 1, job.parts, panels) * job.panel)
+    cdef const floating *a = <const floating *>job.a
+    # panel p of the packed B starts at p * K * panel = n0 * K
+    cdef const floating *columns = <const floating *>job.packed + n0 * job.K
+    if n1 <= n0:
+        return
+    if job.accumulate:
+        gemm_packed(job.M, n1 - n0, job.K, a, job.lda, columns, c + n0, job.ldc)
+    else:
+        gemm_packed_set(job.M, n1 - n0, job.K, a, job.lda, columns, c + n0, job.ldc)
+
+
+cdef void packed_product_part_f32(void *job, int part) noexcept nogil:
+    packed_product_part(<PackedProduct *>job, part, <float *>(<PackedProduct *>job).c)
+
+
+cdef void packed_product_part_f64(void *job, int part) noexcept nogil:
+    packed_product_part(<PackedProduct *>job, part, <double *>(<PackedProduct *>job).c)
+
+
+cdef void multiply_packed(int threads, bint accumulate, Py_ssize_t M, Py_ssize_t N,
+                          Py_ssize_t K, const floating *a, Py_ssize_t lda,
+                          const floating *packed, floating *c, Py_ssize_t ldc) noexcept nogil:
+    """C (M, N) += A (M, K) @ B (K, N), or C = A @ B where not ``accumulate``, B
+    packed (gemm_packed), on ``threads`` threads: the caller and helper threads
+    (rnnfast._helpers), one part of whole panels each. A thread that takes the same
+    part at every step of a loop keeps its panels in its own cache."""
+    cdef PackedProduct job
+    if threads < 2:
+        if accumulate:
+            gemm_packed(M, N, K, a, lda, packed, c, ldc)
+        else:
+            gemm_packed_set(M, N, K, a, lda, packed, c, ldc)
+        return
+    job.M, job.N, job.K, job.lda, job.ldc, job.parts = M, N, K, lda, ldc, threads
+    job.accumulate, job.a, job.packed, job.c = accumulate, a, packed, c
+    if floating is float:
+        job.panel = packed_size_f32(1, 1)
+        run_parts(packed_product_part_f32, &job, threads, threads)
+    else:
+        job.panel = packed_size_f64(1, 1)
+        run_parts(packed_product_part_f64, &job, threads, threads)
+
+
 cdef inline const int64_t *lengths_ptr(const int64_t[::1] lengths) noexcept nogil:
     return NULL if lengths is None else &lengths[0]
 
@@ -305,15 +368,17 @@ cdef floating *pack_input_weights(Py_ssize_t GH, Py_ssize_t D, const floating *w
 cdef void project_inputs(const floating *x, const floating *w_ih,
                          const floating *packed_w_ih_t, Py_ssize_t first, Py_ssize_t steps,
                          Py_ssize_t B, Py_ssize_t D, Py_ssize_t GH, floating *gates,
-                         int parts) noexcept nogil:
+                         int parts, int step_parts) noexcept nogil:
     # gates[0:steps] = x[first:first+steps] @ W_ih.T       (steps*B, GH)
+    # split by rows over ``parts`` OpenMP threads, or by columns over ``step_parts``
+    # threads of one block (multiply_packed)
     cdef Py_ssize_t part, m0, m1, rows = steps * B
     cdef const floating *x_first = x + first * B * D
     if packed_w_ih_t == NULL:
         gemm_split_rows(Trans, rows, GH, D, x_first, D, w_ih, D, gates, GH, parts)
         return
     if parts == 1:
-        gemm_packed_set(rows, GH, D, x_first, D, packed_w_ih_t, gates, GH)
+        multiply_packed(step_parts, False, rows, GH, D, x_first, D, packed_w_ih_t, gates, GH)
         return
     for part in prange(parts, num_threads=parts, schedule="static"):
         m0 = part_start(part, parts, rows)
@@ -324,14 +389,15 @@ cdef void project_inputs(const floating *x, const floating *w_ih,
 
 cdef void add_recurrent_grad(Py_ssize_t nb, Py_ssize_t H, Py_ssize_t GH, const floating *dG_t,
                              const floating *packed_w_hh, floating *dh, floating *scratch,
-                             const int64_t *lengths, int64_t t) noexcept nogil:
+                             const int64_t *lengths, int64_t t, int threads) noexcept nogil:
     """dh += dG_t @ W_hh (nb, H) on the rows active at step t, every row when lengths is
-    NULL. Inactive rows keep their carried gradient exactly: their dG_t is 0, but
-    0 * inf in W_hh would still be NaN, so the product goes through ``scratch``."""
+    NULL, the product on ``threads`` threads (multiply_packed). Inactive rows keep
+    their carried gradient exactly: their dG_t is 0, but 0 * inf in W_hh would still
+    be NaN, so the product goes through ``scratch``."""
     if lengths == NULL:
-        gemm_packed(nb, H, GH, dG_t, GH, packed_w_hh, dh, H)
+        multiply_packed(threads, True, nb, H, GH, dG_t, GH, packed_w_hh, dh, H)
     else:
-        gemm_packed_set(nb, H, GH, dG_t, GH, packed_w_hh, scratch, H)
+        multiply_packed(threads, False, nb, H, GH, dG_t, GH, packed_w_hh, scratch, H)
         add_active_rows(nb, H, scratch, dh, lengths, t)
 
 
@@ -537,17 +603,18 @@ cdef inline void forward_rows(int gates_per_unit, bint relu, bint training, Py_s
                               Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, bint reverse,
                               floating *hs, floating *cs, floating *gates, floating *hh,
                               floating *gh_n, const floating *packed, const floating *bias,
-                              const floating *b_hh, const int64_t *lengths) noexcept nogil:
+                              const floating *b_hh, const int64_t *lengths,
+                              int threads) noexcept nogil:
     """The time loop of one cell: RNN (G = 1), LSTM (4) or GRU (3); see forward_chunks."""
     if gates_per_unit == 1:
         rnn_forward_rows(b0, nb, s0, steps, first, T, B, H, reverse, relu, hs, gates, packed,
-                         bias, lengths)
+                         bias, lengths, threads)
     elif gates_per_unit == 4:
         lstm_forward_rows(b0, nb, s0, steps, first, T, B, H, reverse, training, hs, cs, gates,
-                          packed, bias, lengths)
+                          packed, bias, lengths, threads)
     else:
         gru_forward_rows(b0, nb, s0, steps, first, T, B, H, reverse, hs, gates, hh, gh_n,
-                         packed, bias, b_hh, lengths)
+                         packed, bias, b_hh, lengths, threads)
 
 
 cdef void forward_team(int tid, int team, int *finished, int gates_per_unit, bint relu,
@@ -569,7 +636,7 @@ cdef void forward_team(int tid, int team, int *finished, int gates_per_unit, bin
             first = chunk_start(s0, steps, T, reverse)
             project_rows(x, packed_ih, first, steps, B, b0, nb, D, GH, gates)
             forward_rows(gates_per_unit, relu, training, b0, nb, s0, steps, first, T, B, H,
-                         reverse, hs, cs, gates, hh, gh_n, packed, bias, b_hh, lengths)
+                         reverse, hs, cs, gates, hh, gh_n, packed, bias, b_hh, lengths, 1)
         part += team
     rnnfast_join(tid, team, finished)
 
@@ -580,7 +647,7 @@ cdef void forward_chunks(int gates_per_unit, bint relu, bint training, Py_ssize_
                          const floating *packed, const floating *bias, const floating *b_hh,
                          const int64_t *lengths, bint reverse, floating *hs, floating *cs,
                          floating *gates, floating *hh, floating *gh_n, int parts,
-                         int gemm_parts) noexcept nogil:
+                         int gemm_parts, int step_parts) noexcept nogil:
     """A forward pass over all T steps, K at a time: the input projection of K steps,
     then their time loop.
 
@@ -589,7 +656,9 @@ cdef void forward_chunks(int gates_per_unit, bint relu, bint training, Py_ssize_
     the module docstring. With several blocks and a packed W_ih each thread projects
     its own rows and runs them, every chunk, in one parallel region without a barrier
     between chunks; otherwise each chunk's projection is split over ``parts`` threads
-    first, or over ``gemm_parts`` where one chunk holds all steps.
+    first, or over ``gemm_parts`` where one chunk holds all steps. One block shares
+    the projection, where ``gemm_parts`` is 1, and each step's product between
+    ``step_parts`` threads: the caller and helper threads (multiply_packed).
     """
     cdef Py_ssize_t GH = gates_per_unit * H, chunks = (T + K - 1) // K
     cdef Py_ssize_t chunk, s0, steps, first, part, b0
@@ -606,16 +675,17 @@ cdef void forward_chunks(int gates_per_unit, bint relu, bint training, Py_ssize_
         first = chunk_start(s0, steps, T, reverse)
         # one projection of all steps on gemm_parts threads, chunks on the loop's
         project_inputs(x, w_ih, packed_ih, first, steps, B, D, GH, gates,
-                       gemm_parts if chunks == 1 else parts)
+                       gemm_parts if chunks == 1 else parts, step_parts)
         if parts == 1:   # one block: no OpenMP region (see the docstring)
             forward_rows(gates_per_unit, relu, training, 0, B, s0, steps, first, T, B, H,
-                         reverse, hs, cs, gates, hh, gh_n, packed, bias, b_hh, lengths)
+                         reverse, hs, cs, gates, hh, gh_n, packed, bias, b_hh, lengths,
+                         step_parts)
         else:
             for part in prange(parts, num_threads=parts, schedule="static"):
                 b0 = part_start(part, parts, B)
                 forward_rows(gates_per_unit, relu, training, b0,
                              part_start(part + 1, parts, B) - b0, s0, steps, first, T, B, H,
-                             reverse, hs, cs, gates, hh, gh_n, packed, bias, b_hh, lengths)
+                             reverse, hs, cs, gates, hh, gh_n, packed, bias, b_hh, lengths, 1)
 
 
 # ---------------------------------------------------------------- joined steps
@@ -729,39 +799,43 @@ cdef inline void backward_rows(int gates_per_unit, bint relu, Py_ssize_t b0, Py_
                                AfterLoop *after, bint reverse, const floating *hs,
                                const floating *cs, floating *gates, floating *gh_n,
                                const floating *dy, floating *dh, floating *dc,
-                               floating *dh_scratch, floating *dgh) noexcept nogil:
+                               floating *dh_scratch, floating *dgh, int threads) noexcept nogil:
     """The reverse time loop of one cell for batch rows b0 .. b0+nb-1: RNN (G = 1, its
     dpre in ``gates``), LSTM (4, with ``cs`` and ``dc``) or GRU (3, with ``gh_n`` and
-    ``dgh``); see the *_backward functions."""
+    ``dgh``); see the *_backward functions. Each step's product on ``threads``
+    threads."""
     cdef const floating *packed = <const floating *>after.packed_w_hh
     if gates_per_unit == 1:
         rnn_backward_rows(b0, nb, after.T, after.B, after.H, reverse, relu, hs, dy, dh,
-                          dh_scratch, gates, packed, after.lengths)
+                          dh_scratch, gates, packed, after.lengths, threads)
     elif gates_per_unit == 4:
         lstm_backward_rows(b0, nb, after.T, after.B, after.H, reverse, cs, gates, dy, dh, dc,
-                           dh_scratch, packed, after.lengths)
+                           dh_scratch, packed, after.lengths, threads)
     else:
         gru_backward_rows(b0, nb, after.T, after.B, after.H, reverse, hs, gates, gh_n, dy, dh,
-                          dh_scratch, dgh, packed, after.lengths)
+                          dh_scratch, dgh, packed, after.lengths, threads)
 
 
-cdef void backward_team(int tid, int team, int parts, int gates_per_unit, bint relu,
-                        AfterLoop *after, bint reverse, const floating *hs, const floating *cs,
-                        floating *gates, floating *gh_n, const floating *dy, floating *dh,
-                        floating *dc, floating *dh_scratch, floating *dgh) noexcept nogil:
-    """Thread ``tid`` of ``team``: the reverse loops of its batch blocks, of ``parts``,
-    then its share of grads_after_loop (dG in ``gates``)."""
+cdef void backward_team(int tid, int team, int parts, int step_parts, int gates_per_unit,
+                        bint relu, AfterLoop *after, bint reverse, const floating *hs,
+                        const floating *cs, floating *gates, floating *gh_n,
+                        const floating *dy, floating *dh, floating *dc,
+                        floating *dh_scratch, floating *dgh) noexcept nogil:
+    """Thread ``tid`` of ``team``: the reverse loops of its batch blocks, of ``parts``
+    (one block shares each step's product between ``step_parts`` threads), then its
+    share of grads_after_loop (dG in ``gates``)."""
     cdef Py_ssize_t B = after.B, b0
     cdef int part = tid
     while part < parts:
         b0 = part_start(part, parts, B)
         backward_rows(gates_per_unit, relu, b0, part_start(part + 1, parts, B) - b0, after,
-                      reverse, hs, cs, gates, gh_n, dy, dh, dc, dh_scratch, dgh)
+                      reverse, hs, cs, gates, gh_n, dy, dh, dc, dh_scratch, dgh,
+                      step_parts if parts == 1 else 1)
         part += team
     grads_after_loop(tid, team, after, gates)
 
 
-cdef void run_backward(int threads, int parts, int gates_per_unit, bint relu,
+cdef void run_backward(int threads, int parts, int step_parts, int gates_per_unit, bint relu,
                        AfterLoop *after, bint reverse, const floating *hs,
                        const floating *cs, floating *gates, floating *gh_n,
                        const floating *dy, floating *dh, floating *dc, floating *dh_scratch,
@@ -769,12 +843,12 @@ cdef void run_backward(int threads, int parts, int gates_per_unit, bint relu,
     """BPTT on ``threads`` threads, in one parallel region (none for one thread: see
     the module docstring)."""
     if threads == 1:
-        backward_team(0, 1, parts, gates_per_unit, relu, after, reverse, hs, cs, gates, gh_n,
-                      dy, dh, dc, dh_scratch, dgh)
+        backward_team(0, 1, parts, step_parts, gates_per_unit, relu, after, reverse, hs, cs,
+                      gates, gh_n, dy, dh, dc, dh_scratch, dgh)
         return
     with parallel(num_threads=threads):
-        backward_team(threadid(), rnnfast_team_size(), parts, gates_per_unit, relu, after,
-                      reverse, hs, cs, gates, gh_n, dy, dh, dc, dh_scratch, dgh)
+        backward_team(threadid(), rnnfast_team_size(), parts, step_parts, gates_per_unit,
+                      relu, after, reverse, hs, cs, gates, gh_n, dy, dh, dc, dh_scratch, dgh)
 
 
 # ---------------------------------------------------------------- RNN
@@ -783,8 +857,9 @@ cdef void rnn_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssize
                            Py_ssize_t first, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
                            bint reverse, bint relu, floating *hs, floating *gates,
                            const floating *packed_w_hh_t, const floating *bias,
-                           const int64_t *lengths) noexcept nogil:
-    """Steps s0 .. s0+steps-1 for batch rows b0 .. b0+nb-1."""
+                           const int64_t *lengths, int threads) noexcept nogil:
+    """Steps s0 .. s0+steps-1 for batch rows b0 .. b0+nb-1, each step's product on
+    ``threads`` threads (multiply_packed)."""
     cdef Py_ssize_t s, t, prev = reverse, out = 1 - reverse
     cdef floating *gates_t
     cdef floating *h_prev
@@ -794,7 +869,7 @@ cdef void rnn_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssize
         gates_t = gates + ((t - first) * B + b0) * H
         h_prev = hs + ((t + prev) * B + b0) * H
         # gates_t += h_{t-1} @ W_hh.T         (nb, H)
-        gemm_packed(nb, H, H, h_prev, H, packed_w_hh_t, gates_t, H)
+        multiply_packed(threads, True, nb, H, H, h_prev, H, packed_w_hh_t, gates_t, H)
         rnn_step_forward(nb, H, relu, gates_t, bias, h_prev, hs + ((t + out) * B + b0) * H,
                          NULL if lengths == NULL else lengths + b0, t)
     rnnfast_fpmode_exit(fpmode)
@@ -809,7 +884,8 @@ def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 floating[:, :, ::1] hs,          # (T+1, B, H) in: h0 in its slot; out: states
                 floating[:, :, ::1] gates,       # (K, B, H) workspace
                 int parts,                       # batch blocks run in parallel
-                int gemm_parts):                 # threads of the GEMMs over all steps
+                int gemm_parts,                  # threads of the GEMMs over all steps
+                int step_parts):                 # threads sharing each step of one block
     """h_t = act(x_t W_ih^T + h_{t-1} W_hh^T + bias) over all steps, into ``hs``."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef floating *packed = pack_weights(H, H, &w_hh[0, 0], True)
@@ -819,7 +895,8 @@ def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
         with nogil:
             forward_chunks(1, relu, False, T, B, D, H, gates.shape[0], &x[0, 0, 0], &w_ih[0, 0],
                            packed_ih, packed, &bias[0], NULL, lengths_ptr(lengths), reverse,
-                           &hs[0, 0, 0], NULL, &gates[0, 0, 0], NULL, NULL, parts, gemm_parts)
+                           &hs[0, 0, 0], NULL, &gates[0, 0, 0], NULL, NULL, parts, gemm_parts,
+                           step_parts)
     finally:
         pool_free(packed)
         pool_free(packed_ih)
@@ -829,8 +906,9 @@ cdef void rnn_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize
                             Py_ssize_t H, bint reverse, bint relu, const floating *hs,
                             const floating *dy, floating *dh, floating *dh_scratch,
                             floating *dpre, const floating *packed_w_hh,
-                            const int64_t *lengths) noexcept nogil:
-    """The reverse time loop for batch rows b0 .. b0+nb-1."""
+                            const int64_t *lengths, int threads) noexcept nogil:
+    """The reverse time loop for batch rows b0 .. b0+nb-1, each step's product on
+    ``threads`` threads."""
     cdef Py_ssize_t s, t, out = 1 - reverse
     cdef floating *dpre_t
     cdef unsigned int fpmode = rnnfast_fpmode_enter()
@@ -842,7 +920,7 @@ cdef void rnn_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize
                           NULL if lengths == NULL else lengths + b0, t)
         # dh += dpre_t @ W_hh                 (nb, H)
         add_recurrent_grad(nb, H, H, dpre_t, packed_w_hh, dh + b0 * H, dh_scratch + b0 * H,
-                           NULL if lengths == NULL else lengths + b0, t)
+                           NULL if lengths == NULL else lengths + b0, t, threads)
     rnnfast_fpmode_exit(fpmode)
 
 
@@ -861,7 +939,8 @@ def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
                  floating[:, ::1] dw_hh,         # (H, H) out
                  floating[::1] db,               # (H,) out
                  int parts,                      # batch blocks run in parallel
-                 int gemm_parts):                # threads of the GEMMs after the loop
+                 int gemm_parts,                 # threads of the GEMMs after the loop
+                 int step_parts):                # threads sharing each step of one block
     """BPTT for ``rnn_forward``: dpre_t = (dy_t + dh_t) act'(h_t), dh_{t-1} = dpre_t W_hh."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef int threads = max(parts, gemm_parts)
@@ -876,7 +955,7 @@ def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
         # db = dpre.sum(0)       (H,)
         add_bias_grad(&after, H, H, &dpre[0, 0, 0], &db[0])
         with nogil:
-            run_backward(threads, parts, 1, relu, &after, reverse, &hs[0, 0, 0], NULL,
+            run_backward(threads, parts, step_parts, 1, relu, &after, reverse, &hs[0, 0, 0], NULL,
                          &dpre[0, 0, 0], NULL, optional_ptr(dy), &dh[0, 0], NULL,
                          &dh_scratch[0, 0], NULL)
     finally:
@@ -889,8 +968,10 @@ cdef void lstm_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssiz
                             Py_ssize_t first, Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
                             bint reverse, bint training, floating *hs, floating *cs,
                             floating *gates, const floating *packed_w_hh_t,
-                            const floating *bias, const int64_t *lengths) noexcept nogil:
-    """Steps s0 .. s0+steps-1 for batch rows b0 .. b0+nb-1."""
+                            const floating *bias, const int64_t *lengths,
+                            int threads) noexcept nogil:
+    """Steps s0 .. s0+steps-1 for batch rows b0 .. b0+nb-1, each step's product on
+    ``threads`` threads (multiply_packed)."""
     cdef Py_ssize_t s, t, prev = reverse, out = 1 - reverse
     cdef floating *gates_t
     cdef floating *h_prev
@@ -906,7 +987,7 @@ cdef void lstm_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssiz
         else:
             c_prev, c_out = cs + ((s % 2) * B + b0) * H, cs + (((s + 1) % 2) * B + b0) * H
         # gates_t += h_{t-1} @ W_hh.T         (nb, 4H)
-        gemm_packed(nb, 4 * H, H, h_prev, H, packed_w_hh_t, gates_t, 4 * H)
+        multiply_packed(threads, True, nb, 4 * H, H, h_prev, H, packed_w_hh_t, gates_t, 4 * H)
         lstm_step_forward(nb, H, gates_t, bias, h_prev, hs + ((t + out) * B + b0) * H,
                           c_prev, c_out, NULL if lengths == NULL else lengths + b0, t)
     rnnfast_fpmode_exit(fpmode)
@@ -922,7 +1003,8 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
                  floating[:, :, ::1] cs,         # training (T+1, B, H), else (2, B, H); in: c0
                  floating[:, :, ::1] gates,      # (K, B, 4H) workspace; K == T keeps the gates
                  int parts,                      # batch blocks run in parallel
-                 int gemm_parts):                # threads of the GEMMs over all steps
+                 int gemm_parts,                 # threads of the GEMMs over all steps
+                 int step_parts):                # threads sharing each step of one block
     """c_t = f c_{t-1} + i g, h_t = o tanh(c_t) over all steps, into ``hs`` and ``cs``."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef floating *packed = NULL
@@ -942,7 +1024,7 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
             forward_chunks(4, False, training, T, B, D, H, gates.shape[0], &x[0, 0, 0],
                            &w_ih[0, 0], packed_ih, packed, &bias[0], NULL, lengths_ptr(lengths),
                            reverse, &hs[0, 0, 0], &cs[0, 0, 0], &gates[0, 0, 0], NULL, NULL,
-                           parts, gemm_parts)
+                           parts, gemm_parts, step_parts)
     finally:
         pool_free(packed)
         pool_free(packed_ih)
@@ -953,8 +1035,9 @@ cdef void lstm_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssiz
                              Py_ssize_t H, bint reverse, const floating *cs,
                              floating *gates, const floating *dy, floating *dh, floating *dc,
                              floating *dh_scratch, const floating *packed_w_hh,
-                             const int64_t *lengths) noexcept nogil:
-    """The reverse time loop for batch rows b0 .. b0+nb-1."""
+                             const int64_t *lengths, int threads) noexcept nogil:
+    """The reverse time loop for batch rows b0 .. b0+nb-1, each step's product on
+    ``threads`` threads."""
     cdef Py_ssize_t s, t, prev = reverse, out = 1 - reverse
     cdef floating *gates_t
     cdef unsigned int fpmode = rnnfast_fpmode_enter()
@@ -967,7 +1050,8 @@ cdef void lstm_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssiz
                            dc + b0 * H, NULL if lengths == NULL else lengths + b0, t)
         # dh += dG_t @ W_hh                   (nb, H)
         add_recurrent_grad(nb, H, 4 * H, gates_t, packed_w_hh, dh + b0 * H,
-                           dh_scratch + b0 * H, NULL if lengths == NULL else lengths + b0, t)
+                           dh_scratch + b0 * H, NULL if lengths == NULL else lengths + b0, t,
+                           threads)
     rnnfast_fpmode_exit(fpmode)
 
 
@@ -988,7 +1072,8 @@ def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
                   floating[:, ::1] dw_hh,        # (4H, H) out
                   floating[::1] db,              # (4H,) out
                   int parts,                     # batch blocks run in parallel
-                  int gemm_parts):               # threads of the GEMMs after the loop
+                  int gemm_parts,                # threads of the GEMMs after the loop
+                  int step_parts):               # threads sharing each step of one block
     """BPTT for ``lstm_forward``; the stored gates become dG in place."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef int threads = max(parts, gemm_parts)
@@ -1004,7 +1089,7 @@ def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
         # db = dG.sum(0)         (4H,)
         add_bias_grad(&after, 4 * H, 4 * H, &gates[0, 0, 0], &db[0])
         with nogil:
-            run_backward(threads, parts, 4, False, &after, reverse, NULL, &cs[0, 0, 0],
+            run_backward(threads, parts, step_parts, 4, False, &after, reverse, NULL, &cs[0, 0, 0],
                          &gates[0, 0, 0], NULL, optional_ptr(dy), &dh[0, 0], &dc[0, 0],
                          &dh_scratch[0, 0], NULL)
     finally:
@@ -1018,8 +1103,9 @@ cdef void gru_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssize
                            bint reverse, floating *hs, floating *gates, floating *hh,
                            floating *gh_n, const floating *packed_w_hh_t,
                            const floating *b_ih, const floating *b_hh,
-                           const int64_t *lengths) noexcept nogil:
-    """Steps s0 .. s0+steps-1 for batch rows b0 .. b0+nb-1."""
+                           const int64_t *lengths, int threads) noexcept nogil:
+    """Steps s0 .. s0+steps-1 for batch rows b0 .. b0+nb-1, each step's product on
+    ``threads`` threads (multiply_packed)."""
     cdef Py_ssize_t s, t, prev = reverse, out = 1 - reverse
     cdef floating *h_prev
     cdef floating *hh_rows = hh + b0 * 3 * H
@@ -1028,7 +1114,7 @@ cdef void gru_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssize
         t = T - 1 - s if reverse else s
         h_prev = hs + ((t + prev) * B + b0) * H
         # hh = h_{t-1} @ W_hh.T               (nb, 3H)
-        gemm_packed_set(nb, 3 * H, H, h_prev, H, packed_w_hh_t, hh_rows, 3 * H)
+        multiply_packed(threads, False, nb, 3 * H, H, h_prev, H, packed_w_hh_t, hh_rows, 3 * H)
         gru_step_forward(nb, H, gates + ((t - first) * B + b0) * 3 * H, hh_rows, b_ih, b_hh,
                          NULL if gh_n == NULL else gh_n + (t * B + b0) * H, h_prev,
                          hs + ((t + out) * B + b0) * H,
@@ -1048,7 +1134,8 @@ def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 floating[:, ::1] hh,             # (B, 3H) workspace: h_{t-1} W_hh^T
                 floating[:, :, ::1] gh_n,        # (T, B, H) out: h_{t-1} W_hn^T + b_hn, or None
                 int parts,                       # batch blocks run in parallel
-                int gemm_parts):                 # threads of the GEMMs over all steps
+                int gemm_parts,                  # threads of the GEMMs over all steps
+                int step_parts):                 # threads sharing each step of one block
     """h_t = (1 - z) n + z h_{t-1} over all steps, into ``hs``."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef floating *packed = pack_weights(3 * H, H, &w_hh[0, 0], True)
@@ -1059,7 +1146,7 @@ def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
             forward_chunks(3, False, False, T, B, D, H, gates.shape[0], &x[0, 0, 0], &w_ih[0, 0],
                            packed_ih, packed, &b_ih[0], &b_hh[0], lengths_ptr(lengths), reverse,
                            &hs[0, 0, 0], NULL, &gates[0, 0, 0], &hh[0, 0],
-                           <floating *>optional_ptr(gh_n), parts, gemm_parts)
+                           <floating *>optional_ptr(gh_n), parts, gemm_parts, step_parts)
     finally:
         pool_free(packed)
         pool_free(packed_ih)
@@ -1069,8 +1156,9 @@ cdef void gru_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize
                             Py_ssize_t H, bint reverse, const floating *hs, floating *gates,
                             floating *gh_n, const floating *dy, floating *dh,
                             floating *dh_scratch, floating *dgh, const floating *packed_w_hh,
-                            const int64_t *lengths) noexcept nogil:
-    """The reverse time loop for batch rows b0 .. b0+nb-1."""
+                            const int64_t *lengths, int threads) noexcept nogil:
+    """The reverse time loop for batch rows b0 .. b0+nb-1, each step's product on
+    ``threads`` threads."""
     cdef Py_ssize_t s, t, prev = reverse
     cdef floating *dgh_rows = dgh + b0 * 3 * H
     cdef unsigned int fpmode = rnnfast_fpmode_enter()
@@ -1082,7 +1170,8 @@ cdef void gru_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize
                           NULL if lengths == NULL else lengths + b0, t)
         # dh += dgh @ W_hh                    (nb, H)
         add_recurrent_grad(nb, H, 3 * H, dgh_rows, packed_w_hh, dh + b0 * H,
-                           dh_scratch + b0 * H, NULL if lengths == NULL else lengths + b0, t)
+                           dh_scratch + b0 * H, NULL if lengths == NULL else lengths + b0, t,
+                           threads)
     rnnfast_fpmode_exit(fpmode)
 
 
@@ -1104,7 +1193,8 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
                  floating[::1] db_ih,            # (3H,) out
                  floating[::1] db_hh,            # (3H,) out
                  int parts,                      # batch blocks run in parallel
-                 int gemm_parts):                # threads of the GEMMs after the loop
+                 int gemm_parts,                 # threads of the GEMMs after the loop
+                 int step_parts):                # threads sharing each step of one block
     """BPTT for ``gru_forward``.
 
     The input side and the recurrent side differ only in the n gate (da_n versus
@@ -1129,7 +1219,7 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
         add_bias_grad(&after, 2 * H, 3 * H, &gates[0, 0, 0], &db_hh[0])
         add_bias_grad(&after, H, H, &gh_n[0, 0, 0], &db_hh[2 * H])
         with nogil:
-            run_backward(threads, parts, 3, False, &after, reverse, &hs[0, 0, 0], NULL,
+            run_backward(threads, parts, step_parts, 3, False, &after, reverse, &hs[0, 0, 0], NULL,
                          &gates[0, 0, 0], &gh_n[0, 0, 0], optional_ptr(dy), &dh[0, 0], NULL,
                          &dh_scratch[0, 0], &dgh[0, 0])
     finally:
@@ -1175,8 +1265,9 @@ cdef int run_inference(int gates_per_unit, bint relu, bint reverse, Py_ssize_t T
                        const floating *x, const void *h0, const void *c0,
                        const floating *w_ih, const floating *w_hh, const void *b_ih,
                        const void *b_hh, floating *hs, floating *cs,
-                       floating *gates) except -1:
-    """One-threaded ``training=False`` forward on raw buffers (see forward_inference)."""
+                       floating *gates, int step_parts) except -1:
+    """A ``training=False`` forward of one block on raw buffers, each step shared by
+    ``step_parts`` threads (see forward_inference)."""
     cdef Py_ssize_t GH = gates_per_unit * H, j
     cdef floating *packed = NULL
     cdef floating *packed_ih = NULL
@@ -1209,7 +1300,7 @@ cdef int run_inference(int gates_per_unit, bint relu, bint reverse, Py_ssize_t T
             else:
                 forward_chunks(gates_per_unit, relu, False, T, B, D, H, K, x, w_ih,
                                packed_ih, packed, scratch, scratch + GH, NULL, reverse, hs,
-                               cs, gates, scratch + 2 * GH, NULL, 1, 1)
+                               cs, gates, scratch + 2 * GH, NULL, 1, 1, step_parts)
     finally:
         pool_free(packed)
         pool_free(packed_ih)
@@ -1220,11 +1311,12 @@ cdef int run_inference(int gates_per_unit, bint relu, bint reverse, Py_ssize_t T
 
 def forward_inference(int gates_per_unit, bint relu, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
                       bint reverse, Py_ssize_t chunk_steps, Py_ssize_t chunk_bytes,
-                      batch_parts):
+                      batch_parts, step_parts):
     """A whole ``training=False`` forward call (RNN: G = 1, LSTM: 4, GRU: 3) without
     lengths, for arguments that need no conversion: every array an ndarray of the
     dtype of ``w_ih`` (float32 or float64), C-contiguous, of the right shape, with
-    T, B >= 1, on a call that ``batch_parts(B, multiply_adds)`` keeps on one thread.
+    T, B >= 1, on a call that ``batch_parts(B, multiply_adds)`` keeps in one block,
+    whose steps ``step_parts(T, B, G, H, 1)`` threads share.
 
     Returns ``(y, h_T, c_T)`` (c_T None unless LSTM), computed exactly as the general
     path computes it, or None for any other arguments: the caller then takes the
@@ -1255,6 +1347,7 @@ def forward_inference(int gates_per_unit, bint relu, x, h0, c0, w_ih, w_hh, b_ih
     # one row never splits (batch_parts gives 1 below 2 rows): skip the Python call
     if B > 1 and batch_parts(B, T * B * GH * (D + H)) != 1:
         return None
+    cdef int threads = step_parts(T, B, gates_per_unit, H, 1)
 
     # steps per input projection: chunk_steps at most, and chunk_bytes of gates
     cdef Py_ssize_t step_bytes = B * GH * cnp.PyArray_ITEMSIZE(<cnp.ndarray>w_ih)
@@ -1274,14 +1367,14 @@ def forward_inference(int gates_per_unit, bint relu, x, h0, c0, w_ih, w_hh, b_ih
                       data_or_null(c0), <float *>cnp.PyArray_DATA(<cnp.ndarray>w_ih),
                       <float *>cnp.PyArray_DATA(<cnp.ndarray>w_hh), data_or_null(b_ih),
                       data_or_null(b_hh), <float *>cnp.PyArray_DATA(hs),
-                      <float *>data_or_null(cs), <float *>cnp.PyArray_DATA(gates))
+                      <float *>data_or_null(cs), <float *>cnp.PyArray_DATA(gates), threads)
     else:
         run_inference(gates_per_unit, relu, reverse, T, B, D, H, K,
                       <double *>cnp.PyArray_DATA(<cnp.ndarray>x), data_or_null(h0),
                       data_or_null(c0), <double *>cnp.PyArray_DATA(<cnp.ndarray>w_ih),
                       <double *>cnp.PyArray_DATA(<cnp.ndarray>w_hh), data_or_null(b_ih),
                       data_or_null(b_hh), <double *>cnp.PyArray_DATA(hs),
-                      <double *>data_or_null(cs), <double *>cnp.PyArray_DATA(gates))
+                      <double *>data_or_null(cs), <double *>cnp.PyArray_DATA(gates), threads)
     y = hs[:T] if reverse else hs[1:]
     h_T = hs[0 if reverse else T].copy()
     c_T = None if cs is None else cs[T % 2].copy()

@@ -24,7 +24,7 @@ call takes the general path, which converts, validates and raises the errors.
 import numpy as np
 
 from . import _checks, _kernels, _pool
-from ._threads import batch_parts, gemm_parts, single_threaded_blas
+from ._threads import batch_parts, gemm_parts, single_threaded_blas, step_parts
 from ._types import Cache, GRUGrads, LSTMGrads, RNNGrads
 
 __all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
@@ -74,9 +74,10 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, nonlinearity="tanh", lengths=N
     if _has_steps(a):
         gates = _pool.empty((_chunk_steps(a, 1, False), a.B, a.H), a.dtype)
         parts, gemm_parts = _thread_parts(a, 1, training)
-        with single_threaded_blas(gemm_parts):
+        team = _step_parts(a, 1, parts)
+        with single_threaded_blas(max(gemm_parts, team)):
             _kernels.rnn_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
-                                 nonlinearity == "relu", hs, gates, parts, gemm_parts)
+                                 nonlinearity == "relu", hs, gates, parts, gemm_parts, team)
     h_T = _final(hs, a.T, reverse).copy()
     y = _outputs(hs, a, reverse, training)
     cache = None
@@ -109,10 +110,11 @@ def rnn_backward(dy, dh_T, cache):
     if _has_steps(a):
         dpre = _pool.empty((a.T, a.B, a.H), a.dtype)
         parts, gemm_parts = _thread_parts(a, 1, True)
-        with single_threaded_blas(gemm_parts):
+        team = _step_parts(a, 1, parts)
+        with single_threaded_blas(max(gemm_parts, team)):
             _kernels.rnn_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["relu"],
                                   data["hs"], dy, dh, np.empty_like(dh), dpre, dx, dw_ih,
-                                  dw_hh, db, parts, gemm_parts)
+                                  dw_hh, db, parts, gemm_parts, team)
     return RNNGrads(dx, dh, dw_ih, dw_hh, db, db.copy())
 
 
@@ -146,9 +148,10 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=Fal
     gates = _pool.empty((_chunk_steps(a, 4, training), a.B, 4 * a.H), a.dtype)
     if _has_steps(a):
         parts, gemm_parts = _thread_parts(a, 4, training)
-        with single_threaded_blas(gemm_parts):
+        team = _step_parts(a, 4, parts)
+        with single_threaded_blas(max(gemm_parts, team)):
             _kernels.lstm_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
-                                  training, hs, cs, gates, parts, gemm_parts)
+                                  training, hs, cs, gates, parts, gemm_parts, team)
     h_T = _final(hs, a.T, reverse).copy()
     c_T = (_final(cs, a.T, reverse) if training else cs[a.T % 2]).copy()
     y = _outputs(hs, a, reverse, training)
@@ -174,10 +177,11 @@ def lstm_backward(dy, dh_T, dc_T, cache):
     dx, dw_ih, dw_hh, db = _grad_buffers(a)
     if _has_steps(a):
         parts, gemm_parts = _thread_parts(a, 4, True)
-        with single_threaded_blas(gemm_parts):
+        team = _step_parts(a, 4, parts)
+        with single_threaded_blas(max(gemm_parts, team)):
             _kernels.lstm_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
                                    data["cs"], data["gates"], dy, dh, dc, np.empty_like(dh),
-                                   dx, dw_ih, dw_hh, db, parts, gemm_parts)
+                                   dx, dw_ih, dw_hh, db, parts, gemm_parts, team)
     return LSTMGrads(dx, dh, dc, dw_ih, dw_hh, db, db.copy())
 
 
@@ -208,9 +212,10 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False,
     if _has_steps(a):
         hh = np.empty((a.B, 3 * a.H), a.dtype)
         parts, gemm_parts = _thread_parts(a, 3, training)
-        with single_threaded_blas(gemm_parts):
+        team = _step_parts(a, 3, parts)
+        with single_threaded_blas(max(gemm_parts, team)):
             _kernels.gru_forward(a.x, a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.lengths, reverse,
-                                 hs, gates, hh, gh_n, parts, gemm_parts)
+                                 hs, gates, hh, gh_n, parts, gemm_parts, team)
     h_T = _final(hs, a.T, reverse).copy()
     y = _outputs(hs, a, reverse, training)
     cache = None
@@ -235,10 +240,12 @@ def gru_backward(dy, dh_T, cache):
     if _has_steps(a):
         dgh = np.empty((a.B, 3 * a.H), a.dtype)
         parts, gemm_parts = _thread_parts(a, 3, True)
-        with single_threaded_blas(gemm_parts):
+        team = _step_parts(a, 3, parts)
+        with single_threaded_blas(max(gemm_parts, team)):
             _kernels.gru_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
                                   data["gates"], data["gh_n"], dy, dh, np.empty_like(dh),
-                                  dgh, dx, dw_ih, dw_hh, db_ih, db_hh, parts, gemm_parts)
+                                  dgh, dx, dw_ih, dw_hh, db_ih, db_hh, parts, gemm_parts,
+                                  team)
     return GRUGrads(dx, dh, dw_ih, dw_hh, db_ih, db_hh)
 
 
@@ -251,7 +258,8 @@ def _compiled_inference(gates, relu, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
     if training or lengths is not None:
         return None
     return _kernels.forward_inference(gates, relu, x, h0, c0, w_ih, w_hh, b_ih, b_hh, reverse,
-                                      INFERENCE_CHUNK_STEPS, INFERENCE_CHUNK_BYTES, batch_parts)
+                                      INFERENCE_CHUNK_STEPS, INFERENCE_CHUNK_BYTES, batch_parts,
+                                      step_parts)
 
 
 def _has_steps(a):
@@ -269,6 +277,11 @@ def _thread_parts(a, gates, training):
     multiply_adds = a.T * a.B * gates * a.H * (a.D + a.H)
     parts = batch_parts(a.B, multiply_adds)
     return parts, gemm_parts(a.T * a.B, multiply_adds, parts) if training else parts
+
+
+def _step_parts(a, gates, parts):
+    """Threads sharing each step where the batch runs as one block (step_parts)."""
+    return step_parts(a.T, a.B, gates, a.H, parts)
 
 
 def _chunk_steps(a, gates, training):

@@ -10,12 +10,12 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import rnnfast
-from rnnfast import _kernels, _stream, _threads
+from rnnfast import _helpers, _kernels, _stream, _threads
 from conftest import (CELL_VARIANTS, GRAD_NAMES, assert_close, backward, forward,
                       make_inputs, make_params, random_lengths)
 
 
-def train_step(variant, seed, T=20, B=12, D=5, H=16, dtype=np.float64):
+def train_step(variant, seed, T=20, B=12, D=5, H=16, dtype=np.float64, reverse=False):
     """Forward + backward of one random problem; returns every result, named."""
     cell, kwargs = CELL_VARIANTS[variant]
     rng = np.random.default_rng(seed)
@@ -23,7 +23,8 @@ def train_step(variant, seed, T=20, B=12, D=5, H=16, dtype=np.float64):
     x, states = make_inputs(cell, T, B, D, H, dtype, rng)
     lengths = random_lengths(T, B, rng)
     dy = rng.standard_normal((T, B, H)).astype(dtype)
-    y, finals, cache = forward(rnnfast, cell, x, states, params, lengths=lengths, **kwargs)
+    y, finals, cache = forward(rnnfast, cell, x, states, params, lengths=lengths,
+                               reverse=reverse, **kwargs)
     grads = backward(rnnfast, cell, dy, tuple(np.ones_like(s) for s in finals), cache)
     return {"y": y, **{f"final{i}": f for i, f in enumerate(finals)},
             **dict(zip(GRAD_NAMES[cell], grads))}
@@ -66,9 +67,71 @@ def test_gemm_split_of_a_small_batch_matches_one_thread(variant, monkeypatch):
         assert_close(split[name], whole[name], np.float64, name=name)
 
 
+def share_steps(monkeypatch, share):
+    """Step teams (threads sharing each step of a batch too small to split) for every
+    call, or for none."""
+    monkeypatch.setattr(_threads, "MIN_STEP_WORK_PER_THREAD", 1 if share else 10**18)
+    monkeypatch.setattr(_threads, "MIN_STEP_COLUMNS_PER_THREAD", 1)
+    monkeypatch.setattr(_threads, "MIN_STEP_TEAM_STEPS", 1)
+
+
+# B = 1, 3: one row (the gate pass on one thread), rows split unevenly; H = 40 leaves
+# the last panel of W_hh part-filled (16 doubles or 32 floats a panel)
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("variant", list(CELL_VARIANTS))
+def test_step_team_matches_one_thread(variant, dtype, B, monkeypatch):
+    """Forward and BPTT with lengths, both directions, each step shared by threads
+    (columns of the products, rows of the gate passes): the one-thread results."""
+    for reverse in (False, True):
+        share_steps(monkeypatch, True)
+        assert _threads.step_parts(23, B, 1, 40, 1) == _kernels.max_threads()
+        shared = train_step(variant, seed=11, T=23, B=B, D=7, H=40, dtype=dtype,
+                            reverse=reverse)
+        if _kernels.max_threads() > 1:
+            assert _helpers.helper_threads() >= 1
+        share_steps(monkeypatch, False)
+        whole = train_step(variant, seed=11, T=23, B=B, D=7, H=40, dtype=dtype,
+                           reverse=reverse)
+        for name in whole:
+            assert_close(shared[name], whole[name], dtype, name=f"reverse={reverse} {name}")
+
+
+@pytest.mark.parametrize("variant", list(CELL_VARIANTS))
+def test_step_team_inference_in_chunks_matches_one_thread(variant, monkeypatch):
+    """training=False over several chunks of the input projection (T = 70, chunks of
+    32 steps), each thread projecting its own columns: the one-thread results."""
+    cell, kwargs = CELL_VARIANTS[variant]
+    rng = np.random.default_rng(4)
+    params = make_params(cell, 24, 48, np.float32, rng)
+    x, states = make_inputs(cell, 70, 2, 24, 48, np.float32, rng)
+    for reverse in (False, True):
+        results = []
+        for share in (True, False):
+            share_steps(monkeypatch, share)
+            y, finals, _ = forward(rnnfast, cell, x, states, params, training=False,
+                                   reverse=reverse, **kwargs)
+            results.append((y, finals))
+        (y, finals), (y_whole, finals_whole) = results
+        assert_close(y, y_whole, np.float32, name=f"y, reverse={reverse}")
+        for ours, theirs in zip(finals, finals_whole):
+            assert_close(ours, theirs, np.float32, name=f"final state, reverse={reverse}")
+
+
+def test_step_thread_count_follows_step_work_columns_and_steps():
+    threads = _kernels.max_threads()
+    assert _threads.step_parts(100, 1, 4, 256, 1) == min(threads, 21)
+    assert _threads.step_parts(100, 1, 4, 256, 2) == 1      # the batch is split
+    assert _threads.step_parts(100, 1, 4, 48, 1) == 1       # 9216 a step
+    assert _threads.step_parts(100, 2, 3, 64, 1) == min(threads, 2)
+    assert _threads.step_parts(100, 4, 1, 96, 1) == 1       # 96 columns: one thread
+    assert _threads.step_parts(10, 1, 4, 256, 1) == 1       # too few steps
+
+
 # Run in a child process with OMP_NUM_THREADS=3: a team of three threads, each
 # with its reverse loop (B = 12) or only thread 0 with one (B = 2), then the GEMMs
-# after the loop split three ways with partial sums added after a barrier.
+# after the loop split three ways with partial sums added after a barrier; and B = 2
+# with each step's products shared by three threads (the caller and two helpers).
 THREE_THREADS_SCRIPT = """
 import sys
 sys.path.insert(0, sys.argv[1])
@@ -82,15 +145,19 @@ if _kernels.max_threads() == 1:
     sys.exit()
 assert _kernels.max_threads() == 3
 for variant in CELL_VARIANTS:
-    for T, B in ((20, 12), (40, 2)):
+    for T, B, shared_steps in ((20, 12, False), (40, 2, False), (40, 2, True)):
         _threads.MIN_WORK_PER_THREAD = _threads.MIN_GEMM_WORK_PER_THREAD = 1
+        _threads.MIN_STEP_WORK_PER_THREAD = 1 if shared_steps else 10**18
+        _threads.MIN_STEP_COLUMNS_PER_THREAD = _threads.MIN_STEP_TEAM_STEPS = 1
         _threads.MIN_ROWS_PER_THREAD = 4
         parts = _threads.batch_parts(B)
         assert (parts, _threads.gemm_parts(T * B, 10**9, parts)) == ((3, 3) if B == 12
                                                                     else (1, 3))
-        split = train_step(variant, seed=7, T=T, B=B)
+        assert _threads.step_parts(T, B, 1, 40, parts) == (3 if shared_steps else 1)
+        split = train_step(variant, seed=7, T=T, B=B, H=40)
         _threads.MIN_ROWS_PER_THREAD = 10**9
-        whole = train_step(variant, seed=7, T=T, B=B)
+        _threads.MIN_STEP_WORK_PER_THREAD = 10**18
+        whole = train_step(variant, seed=7, T=T, B=B, H=40)
         for name in whole:
             assert_close(split[name], whole[name], np.float64, name=f"{variant} B={B} {name}")
 print("matched")
