@@ -37,8 +37,10 @@ MIN_WORK_PER_THREAD = 2_000_000  # multiply-adds: some tens of microseconds
 # A call's GEMMs over all its steps open a parallel region each, whose sleeping
 # threads take tens of microseconds to wake (measured 35-45 us on a 2-core VM):
 # they split over more threads than its batch only from this many multiply-adds
-# per thread, a few hundred microseconds of work.
-MIN_GEMM_WORK_PER_THREAD = 32_000_000
+# (of the forward) per thread, a hundred microseconds of work or more. Training,
+# T = 100, 2 threads, against 32M: LSTM B = 4, H = 128 (52M) +30 %, LSTM B = 1,
+# H = 256 +16 %, GRU B = 1, H = 256 (39M) +20 %; at 8M, 13M-20M calls gained 0-13 %.
+MIN_GEMM_WORK_PER_THREAD = 16_000_000
 # A batch too small to split shares each step between threads (step_parts) from
 # this many multiply-adds of the step's recurrent product per thread, with two
 # panels of 32 columns of the product at least per thread, over this many steps at
