@@ -52,8 +52,9 @@ spreads them. Backward runs its reverse loops and all of these GEMMs in one para
 region, with barriers between them (grads_after_loop): each region start wakes
 sleeping threads, and a barrier costs less. Both regions end in rnnfast_join, and
 their barriers are rnnfast_team_barrier: a thread spins briefly for the others
-before it goes to sleep (csrc/rnnfast_threads.h). BLAS runs one single-threaded call per thread: the caller
-(rnnfast._threads) holds BLAS at one thread while ``gemm_parts > 1``.
+before it goes to sleep (csrc/rnnfast_threads.h). BLAS runs one single-threaded
+call per thread: the caller (rnnfast._threads) holds BLAS at one thread while
+``gemm_parts > 1``.
 """
 
 cimport numpy as cnp
