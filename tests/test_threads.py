@@ -30,6 +30,21 @@ def train_step(variant, seed, T=20, B=12, D=5, H=16, dtype=np.float64, reverse=F
             **dict(zip(GRAD_NAMES[cell], grads))}
 
 
+def output_of_child(script, *args, **env):
+    """The printed output of ``script`` run in a fresh interpreter, with ``args`` and
+    the environment variables ``env``, which must exit with status 0."""
+    import subprocess
+    import sys
+
+    from conftest import rnnfast_env
+
+    result = subprocess.run([sys.executable, "-c", script, *args],
+                            env=rnnfast_env({**os.environ, **env}), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
 def blas_threads():
     return sorted((info["filepath"], info["num_threads"]) for info in threadpool_info()
                   if info["user_api"] == "blas")
@@ -165,19 +180,11 @@ print("matched")
 
 
 def test_three_threads_match_one_thread():
-    import subprocess
-    import sys
-
-    from conftest import rnnfast_env
-
-    env = rnnfast_env({**os.environ, "OMP_NUM_THREADS": "3"})
-    result = subprocess.run([sys.executable, "-c", THREE_THREADS_SCRIPT,
-                             os.path.dirname(os.path.abspath(__file__))],
-                            env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    if result.stdout.strip() == "no OpenMP":
+    output = output_of_child(THREE_THREADS_SCRIPT, os.path.dirname(os.path.abspath(__file__)),
+                             OMP_NUM_THREADS="3")
+    if output == "no OpenMP":
         pytest.skip("a build without OpenMP runs one thread")
-    assert result.stdout.strip() == "matched"
+    assert output == "matched"
 
 
 # A child forked after OpenMP threads ran (a batch of 16 split in two): GNU OpenMP
@@ -205,16 +212,7 @@ print(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_child_forked_after_openmp_threads_ran_computes_without_them():
-    import subprocess
-    import sys
-
-    from conftest import rnnfast_env
-
-    result = subprocess.run([sys.executable, "-c", FORK_AFTER_TEAMS_SCRIPT],
-                            env=rnnfast_env(dict(os.environ)), capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "True"
+    assert output_of_child(FORK_AFTER_TEAMS_SCRIPT) == "True"
 
 
 def test_gemm_thread_count_follows_rows_and_work(monkeypatch):
@@ -354,20 +352,11 @@ def test_streams_in_several_python_threads_match_serial():
 
 
 def test_one_thread_starts_no_helper():
-    import subprocess
-    import sys
-
-    from conftest import rnnfast_env
-
     script = ("import numpy as np, rnnfast\nfrom rnnfast import _stream\n"
               "stream = rnnfast.LSTM(128, 128).stream(1)\n"
               "for _ in range(10): stream(np.ones((1, 128), np.float32))\n"
               "print(_stream.helper_threads())\n")
-    env = rnnfast_env({**os.environ, "OMP_NUM_THREADS": "1"})
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "0"
+    assert output_of_child(script, OMP_NUM_THREADS="1") == "0"
 
 
 STREAM_FORK_SCRIPT = """
@@ -399,16 +388,7 @@ with threadpool_limits(limits=2, user_api="openmp"):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_streams_with_helpers_of_its_own():
-    import subprocess
-    import sys
-
-    from conftest import rnnfast_env
-
-    result = subprocess.run([sys.executable, "-c", STREAM_FORK_SCRIPT],
-                            env=rnnfast_env(dict(os.environ)), capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "True"
+    assert output_of_child(STREAM_FORK_SCRIPT) == "True"
 
 
 @pytest.mark.parametrize("sanitizer", [None, "thread"])
