@@ -50,6 +50,11 @@ typedef void (*rnnfast_part_fn)(void *job, int part);
 #define RNNFAST_MAX_HELPERS 63
 #define RNNFAST_MAX_PARTS 4096
 #define RNNFAST_HELPER_SPIN_US 100
+/* A caller that waits this long for a part a helper claimed (the helper lost its
+ * core to another thread, such as another library's spinning thread pool) runs the
+ * next RNNFAST_HELPER_SKIP_JOBS jobs alone. */
+#define RNNFAST_HELPER_STALL_US 50
+#define RNNFAST_HELPER_SKIP_JOBS 32
 
 static struct {
     /* The job word: the job's number in bits 32-63, the threads it runs on (the
@@ -63,6 +68,7 @@ static struct {
     rnnfast_part_fn fn;
     void *job;
     int busy;                       /* a caller owns the helpers (a try-lock) */
+    int jobs_to_skip;               /* jobs left to run alone after a stall (under busy) */
     int sleeping;                   /* helpers asleep on ``wake`` */
     int wake_sent;                  /* woken since the last one fell asleep */
     int started;                    /* helper threads running */
@@ -203,6 +209,12 @@ static void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int thre
         rnnfast_run_parts_here(fn, job, parts);
         return;
     }
+    if (rnnfast_helpers.jobs_to_skip > 0) {
+        rnnfast_helpers.jobs_to_skip--;
+        __atomic_store_n(&rnnfast_helpers.busy, 0, __ATOMIC_RELEASE);
+        rnnfast_run_parts_here(fn, job, parts);
+        return;
+    }
     int helpers = rnnfast_helpers_start(threads - 1);
     if (helpers == 0) {
         __atomic_store_n(&rnnfast_helpers.busy, 0, __ATOMIC_RELEASE);
@@ -232,9 +244,18 @@ static void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int thre
         pthread_mutex_unlock(&rnnfast_helpers.lock);
     }
     rnnfast_helpers_work(number, 0);
-    /* Every part is claimed; wait for those that helpers run. */
-    while (__atomic_load_n(&rnnfast_helpers.parts_done, __ATOMIC_ACQUIRE) < parts)
-        RNNFAST_PAUSE();
+    /* Every part is claimed; wait for those that helpers run, noting a stall. */
+    if (__atomic_load_n(&rnnfast_helpers.parts_done, __ATOMIC_ACQUIRE) < parts) {
+        double deadline = rnnfast_seconds() + 1e-6 * RNNFAST_HELPER_STALL_US;
+        int polls = 0, stalled = 0;
+        while (__atomic_load_n(&rnnfast_helpers.parts_done, __ATOMIC_ACQUIRE) < parts) {
+            RNNFAST_PAUSE();
+            if (!stalled && ++polls % 64 == 0 && rnnfast_seconds() >= deadline)
+                stalled = 1;
+        }
+        if (stalled)
+            rnnfast_helpers.jobs_to_skip = RNNFAST_HELPER_SKIP_JOBS;
+    }
     __atomic_store_n(&rnnfast_helpers.busy, 0, __ATOMIC_RELEASE);
 }
 
