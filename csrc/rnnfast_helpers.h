@@ -14,8 +14,9 @@
  * claimed when the caller is free runs on the caller, and a helper that sleeps, or
  * waits for a core, never delays a job; it only means the job runs on fewer
  * threads (a helper descheduled in the middle of a part does delay it, as in any
- * team of threads). Measured on a 2-core VM: handing a job over and seeing it done
- * costs 0.06-0.35 us.
+ * team of threads; after such a wait the caller runs its next jobs alone, see
+ * RNNFAST_HELPER_STALL_US). Measured on a 2-core VM: handing a job over and seeing
+ * it done costs 0.06-0.35 us.
  *
  * A caller wakes sleeping helpers once (a woken helper may take tens of microseconds
  * to run, and every call to wake it costs microseconds), and never waits for the
