@@ -58,17 +58,19 @@ typedef void (*rnnfast_part_fn)(void *job, int part);
 #define RNNFAST_HELPER_SKIP_JOBS 32
 
 static struct {
-    /* The job word: the job's number in bits 32-63, the threads it runs on (the
-     * caller and helpers 0 .. threads-2) in bits 16-31, its part count in bits 0-15. */
+    /* What a job's threads touch first, in one cache line with its first claims (a
+     * job of 2-4 parts moves one line between the cores). The job word: the job's
+     * number in bits 32-63, the threads it runs on (the caller and helpers 0 ..
+     * threads-2) in bits 16-31, its part count in bits 0-15. */
     uint64_t job_word;
+    rnnfast_part_fn fn;
+    void *job;
+    int parts_done;
+    int busy;                       /* a caller owns the helpers (a try-lock) */
     /* claims[p] is 2 * number while part p of job ``number`` is free, 2 * number + 1
      * once claimed, by one compare-and-swap: so a helper that comes late never claims
      * a part of the next job, whose publication resets the claims first. */
     uint64_t claims[RNNFAST_MAX_PARTS];
-    int parts_done;
-    rnnfast_part_fn fn;
-    void *job;
-    int busy;                       /* a caller owns the helpers (a try-lock) */
     int jobs_to_skip;               /* jobs left to run alone after a stall (under busy) */
     int sleeping;                   /* helpers asleep on ``wake`` */
     int wake_sent;                  /* woken since the last one fell asleep */
