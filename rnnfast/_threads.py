@@ -96,9 +96,9 @@ def step_parts(T, B, gates, H, parts):
     columns of the step's products; the gate pass stays on the caller. Each core then
     reads only its panels of W_hh, which stay in its cache from step to step, where
     one core would stream all of it. ``gates`` = G."""
-    if parts > 1 or T < MIN_STEP_TEAM_STEPS:
-        return 1
     by_step = B * gates * H * H // MIN_STEP_WORK_PER_THREAD
+    if parts > 1 or T < MIN_STEP_TEAM_STEPS or by_step < 2:   # most calls: cheap
+        return 1
     by_columns = gates * H // MIN_STEP_COLUMNS_PER_THREAD
     return int(max(1, min(_kernels.max_threads(), by_step, by_columns)))
 
