@@ -112,6 +112,23 @@ def test_step_team_matches_one_thread(variant, dtype, B, monkeypatch):
             assert_close(shared[name], whole[name], dtype, name=f"reverse={reverse} {name}")
 
 
+def test_shared_steps_from_several_python_threads_match_serial(monkeypatch):
+    """Calls whose steps the helpers share, from four Python threads at once (one
+    at a time gets the helpers, the others run alone): the serial results."""
+    def run(seed):
+        variant = ("lstm", "gru", "rnn_tanh")[seed % 3]
+        return train_step(variant, seed, T=30, B=2, H=64, dtype=np.float32)
+
+    share_steps(monkeypatch, True)
+    seeds = list(range(8))
+    serial = [run(seed) for seed in seeds]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent = list(pool.map(run, seeds))
+    for expected, got in zip(serial, concurrent):
+        for name in expected:
+            assert_close(got[name], expected[name], np.float32, name=name)
+
+
 @pytest.mark.parametrize("variant", list(CELL_VARIANTS))
 def test_step_team_inference_in_chunks_matches_one_thread(variant, monkeypatch):
     """training=False over several chunks of the input projection (T = 70, chunks of
