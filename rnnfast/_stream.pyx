@@ -19,7 +19,7 @@ The GIL is released only when a step has enough arithmetic to pay for it. A laye
 products are cut by output columns into parts small enough for BLAS to compute them
 straight from the weights (BLAS_DIRECT_OUTPUTS), and from 16384 multiply-adds a step
 (B*G*H*(D+H); 64 KiB of float weights at B = 1) the parts run on the threads rnnfast
-may use: the calling thread and spinning helper threads (csrc/rnnfast_helpers.h).
+may use: the calling thread and spinning helper threads (rnnfast._helpers).
 Each thread then reads only its columns of W_ih and W_hh, which stay in its core's
 L2 from one step to the next. The gate pass runs on the calling thread. A runner is
 not meant to be shared between threads: each stream owns its state.
@@ -32,11 +32,10 @@ from libc.string cimport memcpy, memset
 
 from ._blas cimport gemm, NoTrans, Trans
 from ._gates cimport *
-
-cnp.import_array()
-
 from ._helpers cimport run_parts
 from ._helpers import helper_threads
+
+cnp.import_array()
 
 cdef enum:
     # A step with fewer multiply-adds than this runs holding the GIL: releasing and

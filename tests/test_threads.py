@@ -45,6 +45,13 @@ def output_of_child(script, *args, **env):
     return result.stdout.strip()
 
 
+def serial_and_concurrent(run, args):
+    """``run`` over ``args`` one call after another, and from four Python threads."""
+    serial = [run(arg) for arg in args]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return serial, list(pool.map(run, args))
+
+
 def blas_threads():
     return sorted((info["filepath"], info["num_threads"]) for info in threadpool_info()
                   if info["user_api"] == "blas")
@@ -52,10 +59,8 @@ def blas_threads():
 
 @pytest.mark.parametrize("variant", list(CELL_VARIANTS))
 def test_concurrent_calls_match_serial(variant):
-    seeds = list(range(8))
-    serial = [train_step(variant, seed) for seed in seeds]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        concurrent = list(pool.map(lambda seed: train_step(variant, seed), seeds))
+    serial, concurrent = serial_and_concurrent(lambda seed: train_step(variant, seed),
+                                               range(8))
     for expected, got in zip(serial, concurrent):
         for name in expected:
             np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
@@ -120,10 +125,7 @@ def test_shared_steps_from_several_python_threads_match_serial(monkeypatch):
         return train_step(variant, seed, T=30, B=2, H=64, dtype=np.float32)
 
     share_steps(monkeypatch, True)
-    seeds = list(range(8))
-    serial = [run(seed) for seed in seeds]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        concurrent = list(pool.map(run, seeds))
+    serial, concurrent = serial_and_concurrent(run, range(8))
     for expected, got in zip(serial, concurrent):
         for name in expected:
             assert_close(got[name], expected[name], np.float32, name=name)
