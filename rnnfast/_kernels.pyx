@@ -1392,7 +1392,7 @@ def forward_inference(int gates_per_unit, bint relu, x, h0, c0, w_ih, w_hh, b_ih
     lengths, for arguments that need no conversion: every array an ndarray of the
     dtype of ``w_ih`` (float32 or float64), C-contiguous, of the right shape, with
     T, B >= 1, on a call that ``batch_parts(B, multiply_adds)`` keeps in one block,
-    whose steps ``step_parts(T, B, G, H, 1)`` threads share.
+    whose steps ``step_parts(T, B, G, H, 1, False)`` threads share.
 
     Returns ``(y, h_T, c_T)`` (c_T None unless LSTM), computed exactly as the general
     path computes it, or None for any other arguments: the caller then takes the
@@ -1423,7 +1423,7 @@ def forward_inference(int gates_per_unit, bint relu, x, h0, c0, w_ih, w_hh, b_ih
     # one row never splits (batch_parts gives 1 below 2 rows): skip the Python call
     if B > 1 and batch_parts(B, T * B * GH * (D + H)) != 1:
         return None
-    cdef int threads = step_parts(T, B, gates_per_unit, H, 1)
+    cdef int threads = step_parts(T, B, gates_per_unit, H, 1, False)
 
     # steps per input projection: chunk_steps at most, and chunk_bytes of gates
     cdef Py_ssize_t step_bytes = B * GH * cnp.PyArray_ITEMSIZE(<cnp.ndarray>w_ih)

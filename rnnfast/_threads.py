@@ -43,12 +43,15 @@ MIN_WORK_PER_THREAD = 2_000_000  # multiply-adds: some tens of microseconds
 MIN_GEMM_WORK_PER_THREAD = 16_000_000
 # A batch too small to split shares each step between threads (step_parts) from
 # this many multiply-adds of the step's recurrent product per thread, with two
-# panels of 32 columns of the product at least per thread, over this many steps at
-# least: each call first brings a thread's panels of the weights, packed anew, into
-# its core's cache. Measured on 2 cores against one thread, T = 100: GRU B = 2,
-# H = 64 (24576 a step) +10 %, LSTM B = 1, H = 80 +12 %, H = 128 +34 %, RNN B = 1,
-# H = 256 +39 %, LSTM B = 1, H = 512 +82 %; RNN B = 4, H = 96 (three panels) -12 %.
-# At T = 10 -11 to -16 % (LSTM B = 4, H = 128 +13 %), at T = 20 -6 to +31 %.
+# panels of 32 columns of the product at least per thread, and in training over
+# this many steps at least. Measured on 2 cores against one thread, T = 100: GRU
+# B = 2, H = 64 (24576 a step) +10 %, LSTM B = 1, H = 80 +12 %, H = 128 +34 %, RNN
+# B = 1, H = 256 +39 %, LSTM B = 1, H = 512 +82 %; RNN B = 4, H = 96 (three panels)
+# -12 %. Each thread packs its panels of the weights, so inference gains from one
+# step on (LSTM B = 1, H = 256: T = 1 86 -> 46 us, T = 10 223 -> 116 us; LSTM B = 1,
+# H = 80, T = 1 9.2 -> 7.3 us), while training, which also computes the weight
+# gradients, took 5-25 % longer at T <= 4 (LSTM B = 1, H = 256) and ranged from -5
+# to +15 % at T = 6-16.
 MIN_STEP_WORK_PER_THREAD = 12288
 MIN_STEP_COLUMNS_PER_THREAD = 64
 MIN_STEP_TEAM_STEPS = 24
@@ -89,15 +92,16 @@ def batch_parts(B, multiply_adds=math.inf):
     return _team(int(max(1, min(max_threads(), B // MIN_ROWS_PER_THREAD, by_work))))
 
 
-def step_parts(T, B, gates, H, parts):
+def step_parts(T, B, gates, H, parts, training):
     """Threads that share each step of a call of T steps whose batch of B rows runs
     as one block (``parts == 1``): the calling thread and helper threads
-    (rnnfast._helpers, which a forked child starts anew) each compute some panels of
-    columns of the step's products; the gate pass stays on the caller. Each core then
-    reads only its panels of W_hh, which stay in its cache from step to step, where
-    one core would stream all of it. ``gates`` = G."""
+    (rnnfast._helpers, which a forked child starts anew) each pack and then compute
+    some panels of columns of the step's products; the gate pass stays on the
+    caller. Each core then reads only its panels of W_hh, which stay in its cache
+    from step to step, where one core would stream all of it. ``gates`` = G;
+    ``training``: a forward that keeps its cache, or a backward."""
     by_step = B * gates * H * H // MIN_STEP_WORK_PER_THREAD
-    if parts > 1 or T < MIN_STEP_TEAM_STEPS or by_step < 2:   # most calls: cheap
+    if parts > 1 or by_step < 2 or (training and T < MIN_STEP_TEAM_STEPS):   # cheap first
         return 1
     by_columns = gates * H // MIN_STEP_COLUMNS_PER_THREAD
     return int(max(1, min(_kernels.max_threads(), by_step, by_columns)))

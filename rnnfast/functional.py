@@ -74,7 +74,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, nonlinearity="tanh", lengths=N
     if _has_steps(a):
         gates = _pool.empty((_chunk_steps(a, 1, False), a.B, a.H), a.dtype)
         parts, gemm_parts = _thread_parts(a, 1, training)
-        team = _step_parts(a, 1, parts)
+        team = _step_parts(a, 1, parts, training)
         with single_threaded_blas(max(gemm_parts, team)):
             _kernels.rnn_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
                                  nonlinearity == "relu", hs, gates, parts, gemm_parts, team)
@@ -110,7 +110,7 @@ def rnn_backward(dy, dh_T, cache):
     if _has_steps(a):
         dpre = _pool.empty((a.T, a.B, a.H), a.dtype)
         parts, gemm_parts = _thread_parts(a, 1, True)
-        team = _step_parts(a, 1, parts)
+        team = _step_parts(a, 1, parts, True)
         with single_threaded_blas(max(gemm_parts, team)):
             _kernels.rnn_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["relu"],
                                   data["hs"], dy, dh, np.empty_like(dh), dpre, dx, dw_ih,
@@ -148,7 +148,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=Fal
     gates = _pool.empty((_chunk_steps(a, 4, training), a.B, 4 * a.H), a.dtype)
     if _has_steps(a):
         parts, gemm_parts = _thread_parts(a, 4, training)
-        team = _step_parts(a, 4, parts)
+        team = _step_parts(a, 4, parts, training)
         with single_threaded_blas(max(gemm_parts, team)):
             _kernels.lstm_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
                                   training, hs, cs, gates, parts, gemm_parts, team)
@@ -177,7 +177,7 @@ def lstm_backward(dy, dh_T, dc_T, cache):
     dx, dw_ih, dw_hh, db = _grad_buffers(a)
     if _has_steps(a):
         parts, gemm_parts = _thread_parts(a, 4, True)
-        team = _step_parts(a, 4, parts)
+        team = _step_parts(a, 4, parts, True)
         with single_threaded_blas(max(gemm_parts, team)):
             _kernels.lstm_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
                                    data["cs"], data["gates"], dy, dh, dc, np.empty_like(dh),
@@ -212,7 +212,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False,
     if _has_steps(a):
         hh = np.empty((a.B, 3 * a.H), a.dtype)
         parts, gemm_parts = _thread_parts(a, 3, training)
-        team = _step_parts(a, 3, parts)
+        team = _step_parts(a, 3, parts, training)
         with single_threaded_blas(max(gemm_parts, team)):
             _kernels.gru_forward(a.x, a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.lengths, reverse,
                                  hs, gates, hh, gh_n, parts, gemm_parts, team)
@@ -240,7 +240,7 @@ def gru_backward(dy, dh_T, cache):
     if _has_steps(a):
         dgh = np.empty((a.B, 3 * a.H), a.dtype)
         parts, gemm_parts = _thread_parts(a, 3, True)
-        team = _step_parts(a, 3, parts)
+        team = _step_parts(a, 3, parts, True)
         with single_threaded_blas(max(gemm_parts, team)):
             _kernels.gru_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
                                   data["gates"], data["gh_n"], dy, dh, np.empty_like(dh),
@@ -279,9 +279,9 @@ def _thread_parts(a, gates, training):
     return parts, gemm_parts(a.T * a.B, multiply_adds, parts) if training else parts
 
 
-def _step_parts(a, gates, parts):
+def _step_parts(a, gates, parts, training):
     """Threads sharing each step where the batch runs as one block (step_parts)."""
-    return step_parts(a.T, a.B, gates, a.H, parts)
+    return step_parts(a.T, a.B, gates, a.H, parts, training)
 
 
 def _chunk_steps(a, gates, training):

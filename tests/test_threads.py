@@ -105,7 +105,7 @@ def test_step_team_matches_one_thread(variant, dtype, B, monkeypatch):
     (columns of the products, rows of the gate passes): the one-thread results."""
     for reverse in (False, True):
         share_steps(monkeypatch, True)
-        assert _threads.step_parts(23, B, 1, 40, 1) == min(_kernels.max_threads(), 40)
+        assert _threads.step_parts(23, B, 1, 40, 1, True) == min(_kernels.max_threads(), 40)
         shared = train_step(variant, seed=11, T=23, B=B, D=7, H=40, dtype=dtype,
                             reverse=reverse)
         if _kernels.max_threads() > 1:
@@ -152,14 +152,43 @@ def test_step_team_inference_in_chunks_matches_one_thread(variant, monkeypatch):
             assert_close(ours, theirs, np.float32, name=f"final state, reverse={reverse}")
 
 
-def test_step_thread_count_follows_step_work_columns_and_steps():
+@pytest.mark.parametrize("T", [1, 3])
+@pytest.mark.parametrize("variant", list(CELL_VARIANTS))
+def test_short_inference_shares_steps_by_default(variant, T, monkeypatch):
+    """training=False of one and three steps, B = 1, large enough a step (H = 160) to
+    share under the default thresholds, through the compiled entry and with lengths:
+    the one-thread results."""
+    cell, kwargs = CELL_VARIANTS[variant]
+    rng = np.random.default_rng(9)
+    H = 160
+    params = make_params(cell, 7, H, np.float32, rng)
+    x, states = make_inputs(cell, T, 1, 7, H, np.float32, rng)
+    assert _threads.step_parts(T, 1, 1, H, 1, False) == min(_kernels.max_threads(), 2)
+    for lengths in (None, np.array([T])):
+        y, finals, _ = forward(rnnfast, cell, x, states, params, training=False,
+                               lengths=lengths, **kwargs)
+        share_steps(monkeypatch, False)
+        y_whole, finals_whole, _ = forward(rnnfast, cell, x, states, params, training=False,
+                                           lengths=lengths, **kwargs)
+        monkeypatch.undo()
+        assert_close(y, y_whole, np.float32, name="y")
+        for ours, theirs in zip(finals, finals_whole):
+            assert_close(ours, theirs, np.float32, name="final state")
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+def test_step_thread_count_follows_step_work_columns_and_steps(training):
     threads = _kernels.max_threads()
-    assert _threads.step_parts(100, 1, 4, 256, 1) == min(threads, 16)   # 1024 columns
-    assert _threads.step_parts(100, 1, 4, 256, 2) == 1      # the batch is split
-    assert _threads.step_parts(100, 1, 4, 48, 1) == 1       # 9216 a step
-    assert _threads.step_parts(100, 2, 3, 64, 1) == min(threads, 2)
-    assert _threads.step_parts(100, 4, 1, 96, 1) == 1       # 96 columns: one thread
-    assert _threads.step_parts(10, 1, 4, 256, 1) == 1       # too few steps
+    assert _threads.step_parts(100, 1, 4, 256, 1, training) == min(threads, 16)  # 1024 columns
+    assert _threads.step_parts(100, 1, 4, 256, 2, training) == 1     # the batch is split
+    assert _threads.step_parts(100, 1, 4, 48, 1, training) == 1      # 9216 a step
+    assert _threads.step_parts(100, 2, 3, 64, 1, training) == min(threads, 2)
+    assert _threads.step_parts(100, 4, 1, 96, 1, training) == 1      # 96 columns: one thread
+    # too few steps for training; inference shares from one step on
+    assert _threads.step_parts(10, 1, 4, 256, 1, training) == (1 if training
+                                                                else min(threads, 16))
+    assert _threads.step_parts(1, 1, 4, 256, 1, training) == (1 if training
+                                                               else min(threads, 16))
 
 
 # Run in a child process with OMP_NUM_THREADS=3: a team of three threads, each
@@ -187,7 +216,7 @@ for variant in CELL_VARIANTS:
         parts = _threads.batch_parts(B)
         assert (parts, _threads.gemm_parts(T * B, 10**9, parts)) == ((3, 3) if B == 12
                                                                     else (1, 3))
-        assert _threads.step_parts(T, B, 1, 40, parts) == (3 if shared_steps else 1)
+        assert _threads.step_parts(T, B, 1, 40, parts, True) == (3 if shared_steps else 1)
         split = train_step(variant, seed=7, T=T, B=B, H=40)
         _threads.MIN_ROWS_PER_THREAD = 10**9
         _threads.MIN_STEP_WORK_PER_THREAD = 10**18
