@@ -5,7 +5,8 @@
  * has run. OpenMP's passive wait policy puts a waiting thread to sleep, and waking it
  * costs tens of microseconds on a VM, several times a whole step; an active policy
  * would keep every OpenMP thread of the process spinning. The helpers here spin
- * instead, for RNNFAST_HELPER_SPIN_US after their last part, then sleep.
+ * instead, for RNNFAST_HELPER_SPIN_US after their last part, then sleep, yielding
+ * their core from RNNFAST_HELPER_YIELD_US on.
  *
  * Parts are claimed, not assigned: each thread first claims its own parts (the
  * caller parts 0, T, 2T, ..., helper i parts i+1, i+1+T, ... of a job on T threads),
@@ -43,6 +44,7 @@ typedef void (*rnnfast_part_fn)(void *job, int part);
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
+#include <sched.h>
 #define RNNFAST_HAVE_HELPERS 1
 #endif
 
@@ -51,6 +53,14 @@ typedef void (*rnnfast_part_fn)(void *job, int part);
 #define RNNFAST_MAX_HELPERS 63
 #define RNNFAST_MAX_PARTS 4096
 #define RNNFAST_HELPER_SPIN_US 100
+/* A helper that has spun this long without a job yields its core at each check,
+ * and so does a caller that waits for a stalled part: where the scheduler put a
+ * helper on the caller's core (measured on a 2-core VM after the process idled for
+ * milliseconds: both threads on one vCPU, the other idle), its spinning took the
+ * caller's time, and calls ran 1.3-1.9x as long as on one thread; yielding, about
+ * as long as on one thread. Jobs that follow each other closely (the steps of a
+ * call, a stream's steps) never wait that long. */
+#define RNNFAST_HELPER_YIELD_US 20
 /* A caller that waits this long for a part a helper claimed (the helper lost its
  * core to another thread, such as another library's spinning thread pool) runs the
  * next RNNFAST_HELPER_SKIP_JOBS jobs alone. */
@@ -135,15 +145,20 @@ static void *rnnfast_helper_main(void *index)
     uint32_t seen = (uint32_t)(__atomic_load_n(&rnnfast_helpers.job_word,
                                                __ATOMIC_ACQUIRE) >> 32);
     for (;;) {
-        double deadline = rnnfast_seconds() + 1e-6 * RNNFAST_HELPER_SPIN_US;
+        double start = rnnfast_seconds();
         int polls = 0;
         uint32_t number;
         while ((number = (uint32_t)(__atomic_load_n(&rnnfast_helpers.job_word,
                                                      __ATOMIC_ACQUIRE) >> 32)) == seen) {
             RNNFAST_PAUSE();
-            if (++polls % 64 == 0 && rnnfast_seconds() >= deadline) {
-                rnnfast_helper_sleep(seen);
-                deadline = rnnfast_seconds() + 1e-6 * RNNFAST_HELPER_SPIN_US;
+            if (++polls % 64 == 0) {
+                double spun = rnnfast_seconds() - start;
+                if (spun >= 1e-6 * RNNFAST_HELPER_SPIN_US) {
+                    rnnfast_helper_sleep(seen);
+                    start = rnnfast_seconds();
+                } else if (spun >= 1e-6 * RNNFAST_HELPER_YIELD_US) {
+                    sched_yield();   /* a thread waiting for this core runs first */
+                }
             }
         }
         seen = number;
@@ -253,8 +268,12 @@ static void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int thre
         int polls = 0, stalled = 0;
         while (__atomic_load_n(&rnnfast_helpers.parts_done, __ATOMIC_ACQUIRE) < parts) {
             RNNFAST_PAUSE();
-            if (!stalled && ++polls % 64 == 0 && rnnfast_seconds() >= deadline)
-                stalled = 1;
+            if (++polls % 64 == 0) {
+                if (stalled)
+                    sched_yield();   /* the helper may wait for this very core */
+                else if (rnnfast_seconds() >= deadline)
+                    stalled = 1;
+            }
         }
         if (stalled)
             rnnfast_helpers.jobs_to_skip = RNNFAST_HELPER_SKIP_JOBS;

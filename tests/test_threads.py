@@ -235,6 +235,47 @@ def test_three_threads_match_one_thread():
     assert output == "matched"
 
 
+# Run in a child process with OMP_NUM_THREADS=2 bound to one CPU: the helper threads
+# start there too, so every shared step's helper waits for the caller's core.
+ONE_CORE_SCRIPT = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+import numpy as np
+import rnnfast
+from rnnfast import _helpers, _kernels, _threads
+from conftest import CELL_VARIANTS, assert_close
+from test_threads import train_step
+
+if _kernels.max_threads() == 1:
+    print("no OpenMP")
+    sys.exit()
+_threads.MIN_STEP_COLUMNS_PER_THREAD = _threads.MIN_STEP_TEAM_STEPS = 1
+for variant in CELL_VARIANTS:
+    _threads.MIN_STEP_WORK_PER_THREAD = 1
+    assert _threads.step_parts(30, 2, 1, 40, 1, True) == 2
+    shared = train_step(variant, seed=5, T=30, B=2, H=40)
+    _threads.MIN_STEP_WORK_PER_THREAD = 10**18
+    whole = train_step(variant, seed=5, T=30, B=2, H=40)
+    for name in whole:
+        assert_close(shared[name], whole[name], np.float64, name=f"{variant} {name}")
+stream = rnnfast.LSTM(64, 64, dtype=np.float32).stream(1)
+for x in np.random.default_rng(0).standard_normal((300, 1, 64)).astype(np.float32):
+    stream(x)
+assert _helpers.helper_threads() >= 1
+print("matched")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
+def test_helpers_on_the_callers_core_give_the_one_thread_results():
+    output = output_of_child(ONE_CORE_SCRIPT, os.path.dirname(os.path.abspath(__file__)),
+                             OMP_NUM_THREADS="2")
+    if output == "no OpenMP":
+        pytest.skip("a build without OpenMP runs one thread")
+    assert output == "matched"
+
+
 # A child forked after OpenMP threads ran (a batch of 16 split in two): GNU OpenMP
 # would hang in its first parallel region, so the child's calls use no OpenMP thread.
 FORK_AFTER_TEAMS_SCRIPT = """
