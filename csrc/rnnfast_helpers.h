@@ -21,11 +21,11 @@
  *
  * A caller wakes sleeping helpers once (a woken helper may take tens of microseconds
  * to run, and every call to wake it costs microseconds), and never waits for the
- * lock to do so. Helpers compete for the cores with every other thread: with two
- * processes streaming at once on a 2-core VM, 2 threads each (LSTM H = 128), the
- * median step took 3.4-6.3 us over several runs (one thread each: 5.4-5.9), but the
- * 90th percentile of 200-step batches 23-26 us (one thread each: 6). Processes that
- * share the cores run best with OMP_NUM_THREADS=1.
+ * lock to do so. Helpers compete for the cores with every other thread, and so yield
+ * theirs while they spin without a job: with two processes streaming at once on a
+ * 2-core VM, 2 threads each (LSTM H = 128), the median step took 5.8-6.0 us (one
+ * thread each: 5.6-5.8) and the 90th percentile of 200-step batches 6.3-6.6 us per
+ * step (one thread each: 6.0-6.2; spinning without yielding: 26 us).
  *
  * One job at a time per process: a caller that finds the helpers busy with another
  * thread's job runs all its parts itself. The helpers start on first use; in a
