@@ -227,12 +227,18 @@ print("matched")
 """
 
 
-def test_three_threads_match_one_thread():
-    output = output_of_child(THREE_THREADS_SCRIPT, os.path.dirname(os.path.abspath(__file__)),
-                             OMP_NUM_THREADS="3")
+def assert_child_matches(script, threads):
+    """``script`` (given this folder), run in a fresh interpreter on ``threads``
+    OpenMP threads, prints "matched", or skips the test in a build without OpenMP."""
+    output = output_of_child(script, os.path.dirname(os.path.abspath(__file__)),
+                             OMP_NUM_THREADS=str(threads))
     if output == "no OpenMP":
         pytest.skip("a build without OpenMP runs one thread")
     assert output == "matched"
+
+
+def test_three_threads_match_one_thread():
+    assert_child_matches(THREE_THREADS_SCRIPT, 3)
 
 
 # Run in a child process with OMP_NUM_THREADS=2 bound to one CPU: the helper threads
@@ -269,11 +275,7 @@ print("matched")
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs sched_setaffinity")
 def test_helpers_on_the_callers_core_give_the_one_thread_results():
-    output = output_of_child(ONE_CORE_SCRIPT, os.path.dirname(os.path.abspath(__file__)),
-                             OMP_NUM_THREADS="2")
-    if output == "no OpenMP":
-        pytest.skip("a build without OpenMP runs one thread")
-    assert output == "matched"
+    assert_child_matches(ONE_CORE_SCRIPT, 2)
 
 
 # A child forked after OpenMP threads ran (a batch of 16 split in two): GNU OpenMP
