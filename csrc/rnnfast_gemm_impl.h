@@ -109,6 +109,41 @@ RNNFAST_CLONES static void FN(pack_panels)(ptrdiff_t K, ptrdiff_t N,
     }
 }
 
+/* dst[c * ld_dst + r] = src[r * ld_src + c] + add[r] (add may be NULL for 0), r < rows,
+ * c < cols: a product computed transposed, C^T (rows, cols), written out as C with a
+ * bias per column. Blocks of VLEN x VLEN are transposed in registers where 64-byte
+ * vectors are native (see pack_panels). */
+RNNFAST_CLONES static void FN(transpose_add)(ptrdiff_t rows, ptrdiff_t cols,
+                                             const REAL *RNNFAST_RESTRICT src,
+                                             ptrdiff_t ld_src, const REAL *add,
+                                             REAL *RNNFAST_RESTRICT dst, ptrdiff_t ld_dst)
+{
+    int blocked = rnnfast_native_64byte_vectors();
+    ptrdiff_t r_blocked = blocked ? rows / VLEN * VLEN : 0;
+    ptrdiff_t c_blocked = cols / VLEN * VLEN;
+    for (ptrdiff_t r0 = 0; r0 < r_blocked; r0 += VLEN) {
+        VEC bias = (VEC){0};
+        if (add)
+            memcpy(&bias, add + r0, sizeof(VEC));
+        for (ptrdiff_t c0 = 0; c0 < c_blocked; c0 += VLEN) {
+            VEC block[VLEN];
+            for (int i = 0; i < VLEN; i++)
+                memcpy(&block[i], src + (r0 + i) * ld_src + c0, sizeof(VEC));
+            FN(transpose_block)(block);
+            for (int i = 0; i < VLEN; i++) {
+                VEC column = block[i] + bias;
+                memcpy(dst + (c0 + i) * ld_dst + r0, &column, sizeof(VEC));
+            }
+        }
+        for (ptrdiff_t c = c_blocked; c < cols; c++)
+            for (ptrdiff_t r = r0; r < r0 + VLEN; r++)
+                dst[c * ld_dst + r] = src[r * ld_src + c] + (add ? add[r] : 0);
+    }
+    for (ptrdiff_t c = 0; c < cols; c++)
+        for (ptrdiff_t r = r_blocked; r < rows; r++)
+            dst[c * ld_dst + r] = src[r * ld_src + c] + (add ? add[r] : 0);
+}
+
 /* C[0:rows, 0:cols] += acc[0:rows] (each row two vectors, NR values), or = acc
  * where not ``accumulate``. */
 static inline __attribute__((always_inline)) void

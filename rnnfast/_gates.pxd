@@ -82,6 +82,12 @@ cdef extern from "rnnfast_gemm.h" nogil:
                              Py_ssize_t lda, const float *packed, float *c, Py_ssize_t ldc)
     void gemm_packed_set_f64(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const double *a,
                              Py_ssize_t lda, const double *packed, double *c, Py_ssize_t ldc)
+    void transpose_add_f32(Py_ssize_t rows, Py_ssize_t cols, const float *src,
+                           Py_ssize_t ld_src, const float *add, float *dst,
+                           Py_ssize_t ld_dst)
+    void transpose_add_f64(Py_ssize_t rows, Py_ssize_t cols, const double *src,
+                           Py_ssize_t ld_src, const double *add, double *dst,
+                           Py_ssize_t ld_dst)
     size_t at_b_workspace_size_f32(Py_ssize_t K, Py_ssize_t N)
     size_t at_b_workspace_size_f64(Py_ssize_t K, Py_ssize_t N)
     void gemm_at_b_f32(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K, const float *a,

@@ -725,12 +725,14 @@ def test_stream_bad_input(cls):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("batch", [2, 9], ids=lambda b: f"B{b}")
-def test_stream_nan_stays_in_its_row(variant, batch):
+@pytest.mark.parametrize("batch, hidden", [(2, 4), (9, 4), (40, 64)],
+                         ids=lambda v: f"{v}")
+def test_stream_nan_stays_in_its_row(variant, batch, hidden):
     """NaN in row 0 of one step: row 0 is NaN from then on (until reset), every other row
-    stays what a clean stream gives, bitwise; nothing crashes or warns."""
+    stays what a clean stream gives, bitwise; nothing crashes or warns. B = 40 runs the
+    products of a large batch transposed."""
     cls, extra = LAYER_VARIANTS[variant]
-    layer = cls(3, 4, num_layers=2, seed=1, **extra)
+    layer = cls(3, hidden, num_layers=2, seed=1, **extra)
     rng = np.random.default_rng(2)
     xs = rng.standard_normal((6, batch, 3)).astype(np.float32)
     clean, poisoned = layer.stream(batch), layer.stream(batch)

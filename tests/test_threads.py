@@ -399,8 +399,12 @@ def stream_outputs(layer, x, threads):
 
 
 # (B, D, H, layers): one part per thread; column counts that are not a multiple of a
-# cache line; more parts than threads (B*G*H above 1024 outputs a part) on the last.
-STREAM_SPLITS = [(1, 128, 128, 2), (3, 20, 200, 1), (4, 300, 300, 1)]
+# cache line; more parts than threads (B*G*H above 1024 outputs a part); large batches,
+# whose products run transposed, split by rows of the weights (B = 33: a panel of the
+# batch and one column more; B = 40, D = 24: the first RNN layer's weights too small
+# for that, so it goes to BLAS whole in float32).
+STREAM_SPLITS = [(1, 128, 128, 2), (3, 20, 200, 1), (4, 300, 300, 1), (40, 24, 56, 2),
+                 (33, 40, 72, 1)]
 
 
 @pytest.mark.parametrize("shape", STREAM_SPLITS, ids=lambda s: "B{}_D{}_H{}_L{}".format(*s))
