@@ -317,7 +317,7 @@ cdef void run_layers(int kind, Py_ssize_t G, Py_ssize_t L, Py_ssize_t B, Py_ssiz
             products.parts = max(threads, ceil_div(B * GH, BLAS_DIRECT_OUTPUTS
                                                    - B * products.align))
             if GH < products.parts * MIN_COLUMNS_PER_PART:
-                products.parts = threads = 1    # many threads: BLAS splits the products
+                products.parts = threads = 1    # BLAS whole: small weights, many threads
             # one part, or one thread: all on the calling thread
             if floating is float:
                 run_parts(step_products_part_f32, &products, products.parts, threads)
