@@ -402,9 +402,11 @@ def stream_outputs(layer, x, threads):
 # cache line; more parts than threads (B*G*H above 1024 outputs a part); large batches,
 # whose products run transposed, split by rows of the weights (B = 33: a panel of the
 # batch and one column more; B = 40, D = 24: the first RNN layer's weights too small
-# for that, so it goes to BLAS whole in float32).
+# for that, so it goes to BLAS whole in float32). B = 3, H = 200: the LSTM's 3 parts
+# rounded up to 4 on 2 threads; B = 21, H = 24: the LSTM keeps 3 on 2 threads (4 would
+# be narrower than 32 columns).
 STREAM_SPLITS = [(1, 128, 128, 2), (3, 20, 200, 1), (4, 300, 300, 1), (40, 24, 56, 2),
-                 (33, 40, 72, 1)]
+                 (33, 40, 72, 1), (21, 24, 24, 1)]
 
 
 @pytest.mark.parametrize("shape", STREAM_SPLITS, ids=lambda s: "B{}_D{}_H{}_L{}".format(*s))
