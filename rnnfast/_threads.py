@@ -15,6 +15,10 @@ OpenMP threads oversubscribes the cores (measured: an order of magnitude slower 
 set to one thread and restored afterwards. ``OMP_NUM_THREADS`` caps the thread
 count.
 
+The two directions of a bidirectional layer are independent: where neither would
+use the threads well alone (pairs_directions), they run at once, each on half the
+threads (rnnfast._pair), every kernel call in them capped by ``capped``.
+
 A process forked after this one ran a call on OpenMP threads runs every call on
 one thread: GNU OpenMP cannot start its threads again in such a child, whose first
 parallel region would hang. (The streams' helper threads are plain threads, started
@@ -55,9 +59,20 @@ MIN_GEMM_WORK_PER_THREAD = 16_000_000
 MIN_STEP_WORK_PER_THREAD = 12288
 MIN_STEP_COLUMNS_PER_THREAD = 64
 MIN_STEP_TEAM_STEPS = 24
+# The two directions of a layer run at once, on half the threads each, from
+# MIN_WORK_PER_THREAD multiply-adds a direction: below it handing one over to
+# another thread costs more than it saves (LSTM B = 1, H = 32, training: 0.23 ->
+# 0.31 ms).
+# Not in inference where each batch row reads this many bytes of W_hh a step or
+# more: there each step shared by all threads reads its weights from the caches of
+# all cores, which pays twice over (LSTM B = 1, H = 256: 1.69 -> 1.78 ms paired).
+PAIRED_INFERENCE_MAX_WEIGHT_BYTES_PER_ROW = 768 * 1024
 
 _lock = threading.Lock()
 _active_calls = 0
+
+_cap = threading.local()      # .threads: the most this Python thread's calls may use
+_caps = 0                     # caps in force, in all threads (capped)
 _limiters = None
 _ran_teams = False            # this process has chosen OpenMP threads for a call
 _forked_after_teams = False   # ... and this is a child forked after it did
@@ -65,8 +80,41 @@ _forked_after_teams = False   # ... and this is a child forked after it did
 
 def max_threads():
     """The most threads a kernel call may use: OpenMP's limit (``OMP_NUM_THREADS``),
-    1 in a build without OpenMP and in a child forked after OpenMP threads ran."""
-    return 1 if _forked_after_teams else _kernels.max_threads()
+    at most the cap of the calling Python thread (``capped``); 1 in a build without
+    OpenMP and in a child forked after OpenMP threads ran."""
+    return 1 if _forked_after_teams else _capped(_kernels.max_threads())
+
+
+def _capped(threads):
+    if _caps == 0:   # the common case, without the slower thread-local lookup
+        return threads
+    return min(threads, getattr(_cap, "threads", threads))
+
+
+class capped:
+    """Context manager: the kernel calls of this Python thread use at most
+    ``threads`` threads within the block (caps nest: the innermost holds)."""
+
+    def __init__(self, threads):
+        self.threads = threads
+
+    def __enter__(self):
+        global _caps
+        self.saved = getattr(_cap, "threads", None)
+        _cap.threads = self.threads
+        with _lock:
+            _caps += 1
+        return self
+
+    def __exit__(self, *exc_info):
+        global _caps
+        with _lock:
+            _caps -= 1
+        if self.saved is None:
+            del _cap.threads
+        else:
+            _cap.threads = self.saved
+        return False
 
 
 def _team(threads):
@@ -104,7 +152,16 @@ def step_parts(T, B, gates, H, parts, training):
     if parts > 1 or by_step < 2 or (training and T < MIN_STEP_TEAM_STEPS):   # cheap first
         return 1
     by_columns = gates * H // MIN_STEP_COLUMNS_PER_THREAD
-    return int(max(1, min(_kernels.max_threads(), by_step, by_columns)))
+    return int(max(1, min(_capped(_kernels.max_threads()), by_step, by_columns)))
+
+
+def pairs_directions(T, B, gates, D, H, itemsize, training):
+    """Whether the two directions of a layer run at once (``rnnfast._pair.both``),
+    for calls of T steps, B rows, G = ``gates``, input width D, H hidden units and
+    ``itemsize`` bytes a value; ``training``: a training forward or a backward."""
+    if T * B * gates * H * (D + H) < MIN_WORK_PER_THREAD or max_threads() < 2:
+        return False
+    return training or gates * H * H * itemsize < PAIRED_INFERENCE_MAX_WEIGHT_BYTES_PER_ROW * B
 
 
 def gemm_parts(rows, multiply_adds, parts):

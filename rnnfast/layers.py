@@ -2,7 +2,8 @@
 
 The layers hold parameters in PyTorch's names, shapes and gate order and run every
 step through ``rnnfast.functional`` (the streaming path calls the same Cython kernels
-on buffers it keeps); nothing here computes a gate.
+on buffers it keeps); nothing here computes a gate. The two directions of a
+bidirectional layer run at once where the threads allow (``rnnfast._pair``).
 
 Shape legend: T = steps, B = batch, D = ``input_size``, H = ``hidden_size``,
 L = ``num_layers``, N = directions (2 if ``bidirectional`` else 1), G = stacked gates
@@ -25,6 +26,7 @@ last, its dropout mask. One ``backward`` call consumes them: the kernels overwri
 stored gates with their gradients. In eval mode forward keeps nothing.
 """
 
+import functools
 import numbers
 import warnings
 from collections.abc import Mapping
@@ -32,7 +34,7 @@ from typing import List, NamedTuple, Optional
 
 import numpy as np
 
-from . import _checks, _pool, _stream, functional
+from . import _checks, _pair, _pool, _stream, _threads, functional
 
 __all__ = ["RNN", "LSTM", "GRU"]
 
@@ -304,13 +306,11 @@ class _RecurrentLayer:
         caches, masks = [], []
         layer_input = x
         for layer in range(self.num_layers):
+            forward = functools.partial(self._forward_unit, layer, layer_input, initial,
+                                        lengths)
             outputs = []
-            for direction in range(self._directions):
-                unit = layer * self._directions + direction
-                y, *unit_finals, cache = self._forward(
-                    layer_input, *(None if s is None else s[unit] for s in initial),
-                    *self._weights(unit), lengths=lengths, reverse=bool(direction),
-                    training=self.training, **self._cell_options())
+            for y, *unit_finals, cache in self._each_direction(forward, layer, steps, batch,
+                                                               self.training):
                 outputs.append(y)
                 caches.append(cache)
                 for name_finals, final in zip(finals, unit_finals):
@@ -323,6 +323,33 @@ class _RecurrentLayer:
         self._saved = _Saved(caches, masks, steps, batch) if self.training else None
         y = layer_input.swapaxes(0, 1) if self.batch_first else layer_input
         return y, self._public_state([np.stack(name_finals) for name_finals in finals])
+
+    def _forward_unit(self, layer, layer_input, initial, lengths, direction):
+        """The functional forward of one layer and direction."""
+        unit = layer * self._directions + direction
+        return self._forward(layer_input, *(None if s is None else s[unit] for s in initial),
+                             *self._weights(unit), lengths=lengths, reverse=bool(direction),
+                             training=self.training, **self._cell_options())
+
+    def _backward_unit(self, layer, d_output, d_finals, caches, direction):
+        """The functional backward of one layer and direction."""
+        unit = layer * self._directions + direction
+        H = self.hidden_size
+        dy = None if d_output is None else d_output[..., direction * H:(direction + 1) * H]
+        return self._backward(dy, *(None if d is None else d[unit] for d in d_finals),
+                              caches[unit])
+
+    def _each_direction(self, run, layer, steps, batch, training):
+        """``[run(0), run(1)]`` for a bidirectional layer, ``[run(0)]`` otherwise; the
+        two directions at once where threads allow (rnnfast._threads.pairs_directions).
+        """
+        if self._directions == 1:
+            return [run(0)]
+        inputs = self.input_size if layer == 0 else 2 * self.hidden_size
+        if _threads.pairs_directions(steps, batch, self._gates, inputs, self.hidden_size,
+                                     self.dtype.itemsize, training):
+            return _pair.both(lambda: run(0), lambda: run(1))
+        return [run(0), run(1)]
 
     def _cell_options(self):
         """Extra keyword arguments of the functional forward (the RNN's nonlinearity)."""
@@ -402,16 +429,13 @@ class _RecurrentLayer:
         units = self.num_layers * self._directions
         d_initial = [np.empty((units, saved.batch, self.hidden_size), self.dtype)
                      for _ in self._state_names]
-        H = self.hidden_size
         for layer in reversed(range(self.num_layers)):
+            backward = functools.partial(self._backward_unit, layer, d_output, d_finals,
+                                         saved.caches)
             d_input = None
-            for direction in range(self._directions):
+            grads = self._each_direction(backward, layer, saved.steps, saved.batch, True)
+            for direction, (dx, *d_states, dw_ih, dw_hh, db_ih, db_hh) in enumerate(grads):
                 unit = layer * self._directions + direction
-                dy_unit = None if d_output is None else d_output[..., direction * H:
-                                                                 (direction + 1) * H]
-                dx, *d_states, dw_ih, dw_hh, db_ih, db_hh = self._backward(
-                    dy_unit, *(None if d is None else d[unit] for d in d_finals),
-                    saved.caches[unit])
                 # zip stops after the weights when the layer has no biases
                 for name, grad in zip(self._unit_names[unit], (dw_ih, dw_hh, db_ih, db_hh)):
                     self.grads[name] += grad
