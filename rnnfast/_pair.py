@@ -7,7 +7,9 @@ direction's loop on one core at a time, or share every step between threads.
 
 One worker per process, started on first use (and anew in a forked child). A call
 that finds it busy, with another Python thread's pair, runs both pieces itself, one
-after the other, as it does where only one thread is allowed. An error in either
+after the other, as it does where only one thread is allowed; so does a caller done
+with the first piece before the worker started the second (where the worker waits for
+a core, say one that another library's spinning thread pool holds). An error in either
 piece is raised once both are done: the first piece's if both failed.
 """
 
@@ -27,19 +29,20 @@ def both(first, second):
     threads = _threads.max_threads()
     if threads < 2 or not _lock.acquire(blocking=False):
         return first(), second()
-    results = queue.SimpleQueue()
+    results, claim = queue.SimpleQueue(), threading.Lock()
     try:
-        _worker_tasks().put((second, threads // 2, results))
+        _worker_tasks().put((second, threads // 2, results, claim))
     except BaseException:
         _lock.release()
         raise
     with _threads.single_threaded_blas(2):   # BLAS threads would oversubscribe them
-        try:
-            with _threads.capped(threads - threads // 2):
-                outcome = (True, first())
-        except BaseException as error:      # noqa: B036 - raised below, second done
-            outcome = (False, error)
-        second_outcome = results.get()
+        with _threads.capped(threads - threads // 2):
+            outcome = _outcome(first)
+            # a worker that has not started the second piece by now (it waits for a
+            # core) leaves it to this thread
+            second_outcome = _outcome(second) if claim.acquire(blocking=False) else None
+        if second_outcome is None:
+            second_outcome = results.get()
     for succeeded, value in (outcome, second_outcome):
         if not succeeded:
             raise value
@@ -55,17 +58,25 @@ def _worker_tasks():
     return _tasks
 
 
+def _outcome(piece):
+    """``(True, piece())``, or ``(False, the exception it raised)``."""
+    try:
+        return True, piece()
+    except BaseException as error:      # noqa: B036 - raised by both() once both are done
+        return False, error
+
+
 def _work(tasks):
     while True:
-        piece, threads, results = tasks.get()
-        try:
+        piece, threads, results, claim = tasks.get()
+        outcome = None
+        if claim.acquire(blocking=False):   # else the caller ran it
             with _threads.capped(threads):
-                outcome = (True, piece())
-        except BaseException as error:      # noqa: B036 - handed to the caller
-            outcome = (False, error)
+                outcome = _outcome(piece)
         # free before the caller hears back, so that its next pair finds it free
         _lock.release()
-        results.put(outcome)
+        if outcome is not None:
+            results.put(outcome)
         piece = results = outcome = None
 
 

@@ -613,15 +613,15 @@ def _report_peer_notes(config):
                   file=sys.stderr)
 
 
-def _rerun_on_equal_openmp(config):
-    """Run this command again with ``GOMP_SPINCOUNT=300000`` where PyTorch would
-    otherwise share rnnfast's passive OpenMP runtime: the comparison then runs both on
-    the same runtime with PyTorch's usual policy, GNU OpenMP's default (see the module
-    docstring). Does nothing when a wait policy is set already, when PyTorch runs on
-    its own runtime or on one thread, or where Python does not record its command line
-    (before 3.10)."""
-    torch = import_peer("torch") if "torch" in config.peers else None
-    if (torch is None or config.most_threads() < 2 or not hasattr(sys, "orig_argv")
+def rerun_on_equal_openmp(peers, threads):
+    """Run this command again with ``GOMP_SPINCOUNT=300000`` where PyTorch (one of
+    ``peers``) would otherwise share rnnfast's passive OpenMP runtime on up to
+    ``threads`` threads: the comparison then runs both on the same runtime with
+    PyTorch's usual policy, GNU OpenMP's default (see the module docstring). Does
+    nothing when a wait policy is set already, when PyTorch runs on its own runtime or
+    on one thread, or where Python does not record its command line (before 3.10)."""
+    torch = import_peer("torch") if "torch" in peers else None
+    if (torch is None or threads < 2 or not hasattr(sys, "orig_argv")
             or any(variable in os.environ for variable in WAIT_POLICY_VARIABLES)
             or torch_has_own_openmp(torch) is not False):
         return
@@ -656,7 +656,7 @@ def run_from_arguments(args, rerun=False):
     runtime (see the module docstring)."""
     config = config_from_arguments(args)
     if rerun:
-        _rerun_on_equal_openmp(config)
+        rerun_on_equal_openmp(config.peers, config.most_threads())
     _report_peer_notes(config)
 
     def progress(row):

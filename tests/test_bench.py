@@ -175,7 +175,7 @@ def test_rerun_gives_pytorch_gnu_openmp_default_spin_unless_a_policy_is_chosen(
         monkeypatch.delenv(name, raising=False)
     if chosen is not None:
         monkeypatch.setenv(*chosen)
-    bench._rerun_on_equal_openmp(tiny_config(threads=2, peers=("torch",)))
+    bench.rerun_on_equal_openmp(("torch",), 2)
     if chosen is not None:
         assert executed == []
         return

@@ -4,6 +4,7 @@ threads, errors raised once both are done, and a worker that a forked child star
 anew."""
 
 import os
+import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -95,6 +96,31 @@ def test_pairs_directions_by_work_weights_and_threads(monkeypatch):
     assert not pairs(100, 16, 4, 256, 256, 4, True)
 
 
+def after_the_second_starts(first, second):
+    """``(first, second)`` wrapped so that the first waits until the second has started
+    (on the worker: the caller takes back only a second piece not yet started), once
+    the worker is free (it may still be skipping a piece an earlier caller took back;
+    busy, it would leave both pieces to the caller, and the first would wait in vain)."""
+    wait_for_the_worker()
+    started = threading.Event()
+
+    def waiting():
+        assert started.wait(30)
+        return first()
+
+    def starting():
+        started.set()
+        return second()
+    return waiting, starting
+
+
+def wait_for_the_worker():
+    deadline = time.monotonic() + 30
+    while _pair._lock.locked():
+        assert time.monotonic() < deadline, "the worker stays busy"
+        time.sleep(0.001)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3, 4])
 def test_both_caps_each_piece_at_half_the_threads(threads):
     def piece():
@@ -102,7 +128,8 @@ def test_both_caps_each_piece_at_half_the_threads(threads):
 
     with _threads.capped(threads):
         allowed = _threads.max_threads()
-        (first_thread, first_cap), (second_thread, second_cap) = _pair.both(piece, piece)
+        pieces = after_the_second_starts(piece, piece) if allowed > 1 else (piece, piece)
+        (first_thread, first_cap), (second_thread, second_cap) = _pair.both(*pieces)
         assert _threads.max_threads() == allowed      # the cap of the caller is back
     assert first_thread == threading.get_ident()
     if allowed < 2:     # one thread: both pieces on the caller, in turn
@@ -142,9 +169,29 @@ def test_both_inside_a_piece_runs_in_turn():
     def inner():
         return _pair.both(threading.get_ident, threading.get_ident)
 
-    (first_a, first_b), (second_a, second_b) = _pair.both(inner, inner)
+    (first_a, first_b), (second_a, second_b) = _pair.both(*after_the_second_starts(inner,
+                                                                                    inner))
     assert first_a == first_b == threading.get_ident()
     assert second_a == second_b != threading.get_ident()
+
+
+@needs_two_threads
+def test_the_caller_runs_a_second_piece_the_worker_has_not_started(monkeypatch):
+    """A worker that waits for a core leaves the second piece to the caller; once it
+    runs, it skips that piece and is free for the next pair."""
+    held = queue.SimpleQueue()      # the worker's tasks, held back until both() is done
+    monkeypatch.setattr(_pair, "_worker_tasks", lambda: held)
+    ran = []
+    assert _pair.both(lambda: ran.append("first") or 1, lambda: ran.append("second") or 2) \
+        == (1, 2)
+    assert ran == ["first", "second"]
+    threading.Thread(target=_pair._work, args=(held,), daemon=True).start()
+    monkeypatch.undo()
+    wait_for_the_worker()     # which skips the piece and frees itself
+    assert ran == ["first", "second"]
+    first, second = after_the_second_starts(threading.get_ident, threading.get_ident)
+    caller, worker = _pair.both(first, second)
+    assert caller == threading.get_ident() != worker
 
 
 @needs_two_threads
@@ -170,6 +217,7 @@ def test_bidirectional_layers_from_several_python_threads_match_serial():
 FORK_SCRIPT = """
 import os
 import threading
+import time
 import numpy as np
 import rnnfast
 from rnnfast import _pair
@@ -181,7 +229,16 @@ assert any(thread.name == "rnnfast-pair" for thread in threading.enumerate())
 pid = os.fork()
 if pid == 0:    # the child: no worker came along; it starts its own
     same = np.allclose(layer(x)[0], expected, rtol=2e-4, atol=2e-5)
-    threads = threading.get_ident(), _pair.both(threading.get_ident, threading.get_ident)
+    while _pair._lock.locked():     # the worker may still skip a piece taken back
+        time.sleep(0.001)
+    started = threading.Event()
+    def first():
+        started.wait(30)
+        return threading.get_ident()
+    def second():
+        started.set()
+        return threading.get_ident()
+    threads = threading.get_ident(), _pair.both(first, second)
     os._exit(0 if same and threads[0] == threads[1][0] != threads[1][1] else 1)
 _, status = os.waitpid(pid, 0)
 print(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)

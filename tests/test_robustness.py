@@ -16,7 +16,8 @@ What ``test_errors.py`` and ``test_semantics.py`` leave out:
 - the layers and streams: bad input raises an error naming the argument; NaN through a
   stream stays in its row; mixed float32/float64 input gives results of the layer's
   dtype (README: "chosen by ``w_ih``; float arguments of another width are cast");
-- a smoke run of ``bench/bench_threads.py --quick`` (its JSON, never its timings).
+- smoke runs of ``bench/bench_threads.py --quick`` and ``bench/bench_bidirectional.py
+  --quick`` (their JSON, never their timings).
 
 Shape legend: T = steps, B = batch, D = input features, H = hidden units,
 G = stacked gates (RNN 1, LSTM 4, GRU 3), L = layers, N = directions.
@@ -850,3 +851,33 @@ def test_bench_threads_quick_run_writes_json(tmp_path, capsys):
         for key in ("serial_s", "threaded_s", "speedup"):
             assert isinstance(row[key], float), key
         assert row["results_equal_serial"] is True
+
+
+BENCH_BIDIRECTIONAL = ROOT / "bench" / "bench_bidirectional.py"
+
+
+def test_bench_bidirectional_quick_run_writes_json(tmp_path, capsys):
+    """``bench/bench_bidirectional.py --quick``: its table and JSON have the documented
+    form and every implementation's output agreed with rnnfast's. Timings are never
+    asserted (DESIGN.md)."""
+    if not BENCH_BIDIRECTIONAL.is_file():
+        pytest.skip(f"benchmark script not found at {BENCH_BIDIRECTIONAL}")
+    spec = importlib.util.spec_from_file_location("bench_bidirectional", BENCH_BIDIRECTIONAL)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    path = tmp_path / "bidirectional.json"
+    assert bench.main(["--quick", "--json", str(path)]) == 0
+    assert "| cell | mode | T,B,D,H | at once | in turn |" in capsys.readouterr().out
+    results = json.loads(path.read_text())
+    assert results["threads"] >= 1 and results["machine"]["cpu_count"] >= 1
+    rows = results["rows"]
+    assert {(r["cell"], r["mode"], tuple(r["shape"])) for r in rows} == {
+        ("lstm", mode, shape) for mode in ("inference", "training")
+        for shape in bench.QUICK_SHAPES}
+    for row in rows:
+        assert row["agree"] is True
+        seconds = row["seconds"]
+        assert set(seconds) == set(bench.IMPLEMENTATIONS)
+        assert seconds["at once"] > 0 and seconds["in turn"] > 0
+        if row["mode"] == "training":     # ONNX Runtime has no backward
+            assert seconds["onnxruntime"] is None
