@@ -7,10 +7,11 @@ direction's loop on one core at a time, or share every step between threads.
 
 One worker per process, started on first use (and anew in a forked child). A call
 that finds it busy, with another Python thread's pair, runs both pieces itself, one
-after the other, as it does where only one thread is allowed; so does a caller done
-with the first piece before the worker started the second (where the worker waits for
-a core, say one that another library's spinning thread pool holds). An error in either
-piece is raised once both are done: the first piece's if both failed.
+after the other; so does a caller done with the first piece before the worker started
+the second (where the worker waits for a core, say one that another library's spinning
+thread pool holds). Each piece keeps its cap whichever thread runs it, so the results
+never depend on that (the thread counts of a kernel call can change its rounding). An
+error in either piece is raised once both are done: the first piece's if both failed.
 """
 
 import os
@@ -20,33 +21,49 @@ import threading
 from . import _threads
 
 _lock = threading.Lock()     # held from handing a piece over until it is done
-_tasks = None                # the worker's queue of (piece, threads, results)
+_tasks = None                # the worker's queue of (piece, threads, results, claim)
 
 
 def both(first, second):
     """``(first(), second())``, run at once where threads allow (see the module
     docstring)."""
     threads = _threads.max_threads()
-    if threads < 2 or not _lock.acquire(blocking=False):
+    if threads < 2:
         return first(), second()
-    results, claim = queue.SimpleQueue(), threading.Lock()
-    try:
-        _worker_tasks().put((second, threads // 2, results, claim))
-    except BaseException:
-        _lock.release()
-        raise
+    first_threads, second_threads = threads - threads // 2, threads // 2
     with _threads.single_threaded_blas(2):   # BLAS threads would oversubscribe them
-        with _threads.capped(threads - threads // 2):
-            outcome = _outcome(first)
-            # a worker that has not started the second piece by now (it waits for a
-            # core) leaves it to this thread
-            second_outcome = _outcome(second) if claim.acquire(blocking=False) else None
-        if second_outcome is None:
-            second_outcome = results.get()
-    for succeeded, value in (outcome, second_outcome):
+        if not _lock.acquire(blocking=False):    # the worker is busy: in turn
+            return _results(_outcome(first, first_threads), _outcome(second, second_threads))
+        results, claim = queue.SimpleQueue(), threading.Lock()
+        try:
+            _worker_tasks().put((second, second_threads, results, claim))
+        except BaseException:
+            _lock.release()
+            raise
+        outcome = _outcome(first, first_threads)
+        # a worker that has not started the second piece by now (it waits for a core)
+        # leaves it to this thread
+        if claim.acquire(blocking=False):
+            return _results(outcome, _outcome(second, second_threads))
+        return _results(outcome, results.get())
+
+
+def _outcome(piece, threads):
+    """``(True, piece())`` with the calls of ``piece`` capped at ``threads`` threads,
+    or ``(False, the exception it raised)``."""
+    try:
+        with _threads.capped(threads):
+            return True, piece()
+    except BaseException as error:      # noqa: B036 - raised by _results
+        return False, error
+
+
+def _results(*outcomes):
+    """The results of the outcomes, or the first one's exception, or the next one's."""
+    for succeeded, value in outcomes:
         if not succeeded:
             raise value
-    return outcome[1], second_outcome[1]
+    return tuple(value for _, value in outcomes)
 
 
 def _worker_tasks():
@@ -58,21 +75,12 @@ def _worker_tasks():
     return _tasks
 
 
-def _outcome(piece):
-    """``(True, piece())``, or ``(False, the exception it raised)``."""
-    try:
-        return True, piece()
-    except BaseException as error:      # noqa: B036 - raised by both() once both are done
-        return False, error
-
-
 def _work(tasks):
     while True:
         piece, threads, results, claim = tasks.get()
         outcome = None
         if claim.acquire(blocking=False):   # else the caller ran it
-            with _threads.capped(threads):
-                outcome = _outcome(piece)
+            outcome = _outcome(piece, threads)
         # free before the caller hears back, so that its next pair finds it free
         _lock.release()
         if outcome is not None:

@@ -82,6 +82,31 @@ def test_directions_at_once_match_one_after_the_other(variant, dtype, training,
         assert_close(paired[name], in_turn[name], dtype, name=name)
 
 
+@needs_two_threads
+@pytest.mark.parametrize("variant", list(CELL_VARIANTS))
+def test_who_runs_the_reverse_direction_never_changes_the_results(variant, monkeypatch):
+    """The worker, the caller taking back a piece the worker has not started, or the
+    caller running both in turn as the worker is busy: bitwise the same results, each
+    direction's calls on the same threads (on all of them, a call would split its
+    GEMMs over the steps into other partial sums)."""
+    layer = make_layer(variant, np.float64, dropout=0.0)
+    on_the_worker = run_layer(layer, True, None)
+    with _pair._lock:   # the worker is busy
+        in_turn = run_layer(layer, True, None)
+
+    class NeverStarted:
+        """A worker that never starts its piece: the caller takes each one back."""
+
+        def put(self, task):
+            _pair._lock.release()     # as the worker does when it finds a piece taken
+
+    monkeypatch.setattr(_pair, "_worker_tasks", NeverStarted)
+    taken_back = run_layer(layer, True, None)
+    for name in on_the_worker:
+        np.testing.assert_array_equal(in_turn[name], on_the_worker[name], err_msg=name)
+        np.testing.assert_array_equal(taken_back[name], on_the_worker[name], err_msg=name)
+
+
 def test_pairs_directions_by_work_weights_and_threads(monkeypatch):
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 2_000_000)
     monkeypatch.setattr(_threads, "max_threads", lambda: 2)
