@@ -38,7 +38,7 @@ import numpy as np
 
 import rnnfast
 from rnnfast import _threads
-from rnnfast._argtypes import positive_float
+from rnnfast._argtypes import positive_float, shape as shape_argument
 from rnnfast._bench_machine import (TimingSettings, limited_threads, machine_info,
                                     time_interleaved)
 from rnnfast._bench_peers import (CELLS, ONNX_OPERATOR, ONNX_OPSET, _onnx_gates, as_numpy,
@@ -192,17 +192,6 @@ def format_table(rows, threads):
     return "\n".join(lines)
 
 
-def _shape(text):
-    try:
-        shape = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 4 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"a shape is T,B,D,H of positive integers, "
-                                         f"got {text!r}")
-    return shape
-
-
 def build_parser():
     parser = argparse.ArgumentParser(
         description="rnnfast's bidirectional layers: the two directions at once against "
@@ -211,7 +200,7 @@ def build_parser():
                         help=f"comma-separated, from {', '.join(CELLS)} (default lstm,gru)")
     parser.add_argument("--modes", default=",".join(MODES),
                         help="comma-separated, from inference, training (default both)")
-    parser.add_argument("--shapes", nargs="+", type=_shape, default=None,
+    parser.add_argument("--shapes", nargs="+", type=shape_argument, default=None,
                         help="T,B,D,H each (default: %s)"
                              % " ".join(",".join(map(str, s)) for s in SHAPES))
     parser.add_argument("--min-time", type=positive_float, default=0.3,

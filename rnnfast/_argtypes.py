@@ -62,3 +62,15 @@ def fraction(text):
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text}")
     return value
+
+
+def shape(text):
+    """T,B,D,H (or TxBxDxH): four positive integers, as a tuple."""
+    try:
+        values = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected T,B,D,H (four positive integers), "
+                                         f"got {text!r}")
+    return values

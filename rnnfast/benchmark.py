@@ -108,7 +108,7 @@ import warnings
 import numpy as np
 
 from . import _bench_memory, _bench_report
-from ._argtypes import positive_float, positive_int
+from ._argtypes import positive_float, positive_int, shape as shape_argument
 from ._bench_machine import (TimingSettings, limited_threads, load_average, machine_info,
                              openmp_runtimes, sgemm_peak, time_best, time_interleaved,
                              torch_has_own_openmp, usable_cpus)
@@ -469,17 +469,6 @@ def format_tables(results):
 
 # ----------------------------------------------------------------------------- command line
 
-def _parse_shape(text):
-    try:
-        shape = tuple(int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        shape = ()
-    if len(shape) != 4 or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"expected T,B,D,H (four positive integers), "
-                                         f"got {text!r}")
-    return shape
-
-
 def _positive_int_list(text):
     try:
         return tuple(positive_int(part) for part in text.split(","))
@@ -515,7 +504,7 @@ def add_arguments(parser, short_by_default=False):
     parser.add_argument("--cells", nargs="+", type=_parse_cell, metavar="CELL",
                         help=f"cells to run (default: {' '.join(DEFAULT_CELLS)}; "
                              f"also rnn_relu)")
-    parser.add_argument("--shapes", nargs="+", type=_parse_shape, metavar="T,B,D,H",
+    parser.add_argument("--shapes", nargs="+", type=shape_argument, metavar="T,B,D,H",
                         help="shapes of inference, training and memory (default: the "
                              "five standard shapes; --quick: the first two)")
     parser.add_argument("--threads", type=positive_int, default=usable_cpus(),
@@ -548,7 +537,7 @@ def add_arguments(parser, short_by_default=False):
                              f"{','.join(map(str, QUICK_STREAM_HIDDEN))})")
     parser.add_argument("--stream-steps", type=positive_int, default=STREAM_STEPS,
                         help="stream calls per measurement (default: %(default)s)")
-    parser.add_argument("--scaling-shape", type=_parse_shape, metavar="T,B,D,H",
+    parser.add_argument("--scaling-shape", type=shape_argument, metavar="T,B,D,H",
                         help=f"shape of the scaling mode (default: "
                              f"{','.join(map(str, SCALING_SHAPE))}; --quick: "
                              f"{','.join(map(str, QUICK_SCALING_SHAPE))})")

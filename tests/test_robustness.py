@@ -821,14 +821,21 @@ def test_layer_mixed_widths_give_the_layer_dtype(cls, dtype, other):
 BENCH_THREADS = ROOT / "bench" / "bench_threads.py"
 
 
+def load_bench_script(path):
+    """A script of bench/ imported as a module, or the test skipped where the source
+    tree (and so bench/) is not at hand."""
+    if not path.is_file():
+        pytest.skip(f"benchmark script not found at {path}")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_bench_threads_quick_run_writes_json(tmp_path, capsys):
     """``bench/bench_threads.py --quick`` on a tiny shape: its table and JSON have the
     documented form. Timings are never asserted (DESIGN.md)."""
-    if not BENCH_THREADS.is_file():
-        pytest.skip(f"benchmark script not found at {BENCH_THREADS}")
-    spec = importlib.util.spec_from_file_location("bench_threads", BENCH_THREADS)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench_script(BENCH_THREADS)
     path = tmp_path / "threads.json"
     status = bench.main(["--quick", "--cells", "lstm,gru", "--shape", "3,4,2,4",
                          "--threads", "1,2", "--calls", "4", "--repeat", "1",
@@ -860,11 +867,7 @@ def test_bench_bidirectional_quick_run_writes_json(tmp_path, capsys):
     """``bench/bench_bidirectional.py --quick``: its table and JSON have the documented
     form and every implementation's output agreed with rnnfast's. Timings are never
     asserted (DESIGN.md)."""
-    if not BENCH_BIDIRECTIONAL.is_file():
-        pytest.skip(f"benchmark script not found at {BENCH_BIDIRECTIONAL}")
-    spec = importlib.util.spec_from_file_location("bench_bidirectional", BENCH_BIDIRECTIONAL)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench_script(BENCH_BIDIRECTIONAL)
     path = tmp_path / "bidirectional.json"
     assert bench.main(["--quick", "--json", str(path)]) == 0
     assert "| cell | mode | T,B,D,H | at once | in turn |" in capsys.readouterr().out
