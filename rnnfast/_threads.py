@@ -80,20 +80,23 @@ _forked_after_teams = False   # ... and this is a child forked after it did
 
 def max_threads():
     """The most threads a kernel call may use: OpenMP's limit (``OMP_NUM_THREADS``),
-    at most the cap of the calling Python thread (``capped``); 1 in a build without
-    OpenMP and in a child forked after OpenMP threads ran."""
+    or the cap of the calling Python thread (``capped``); 1 in a build without OpenMP
+    and in a child forked after OpenMP threads ran."""
     return 1 if _forked_after_teams else _capped(_kernels.max_threads())
 
 
 def _capped(threads):
     if _caps == 0:   # the common case, without the slower thread-local lookup
         return threads
-    return min(threads, getattr(_cap, "threads", threads))
+    return getattr(_cap, "threads", threads)
 
 
 class capped:
-    """Context manager: the kernel calls of this Python thread use at most
-    ``threads`` threads within the block (caps nest: the innermost holds)."""
+    """Context manager: within the block the kernel calls of this Python thread take
+    ``threads`` as their limit in place of OpenMP's (caps nest: the innermost holds).
+    In place, not below: OpenMP's limit is a setting of each thread, and a worker
+    running a piece for another thread takes that thread's share of its limit, not
+    a share of its own."""
 
     def __init__(self, threads):
         self.threads = threads

@@ -165,6 +165,26 @@ def test_both_caps_each_piece_at_half_the_threads(threads):
 
 
 @needs_two_threads
+def test_the_worker_takes_the_callers_share_not_a_share_of_its_own_limit():
+    """OpenMP's limit is a setting of each thread: with the worker's own set to 1, the
+    second piece still gets half the caller's threads, as it would on the caller."""
+    from threadpoolctl import threadpool_limits
+
+    limiter = []
+
+    def on_the_worker(action):
+        first, second = after_the_second_starts(lambda: None, action)
+        return _pair.both(first, second)[1]
+
+    with _threads.capped(4):
+        on_the_worker(lambda: limiter.append(threadpool_limits(1, user_api="openmp")))
+        try:
+            assert on_the_worker(_threads.max_threads) == 2
+        finally:
+            on_the_worker(lambda: limiter[0].restore_original_limits())
+
+
+@needs_two_threads
 def test_both_raises_once_both_pieces_are_done():
     finished = []
 
