@@ -71,7 +71,7 @@ PAIRED_INFERENCE_MAX_WEIGHT_BYTES_PER_ROW = 768 * 1024
 _lock = threading.Lock()
 _active_calls = 0
 
-_cap = threading.local()      # .threads: the most this Python thread's calls may use
+_cap = threading.local()      # .threads: this Python thread's limit, where capped
 _caps = 0                     # caps in force, in all threads (capped)
 _limiters = None
 _ran_teams = False            # this process has chosen OpenMP threads for a call
