@@ -22,6 +22,17 @@ needs_two_threads = pytest.mark.skipif(_threads.max_threads() < 2,
                                        reason="runs one thread (a build without OpenMP)")
 
 
+PROCESS_SLEPT = _pair._process_slept
+
+
+@pytest.fixture(autouse=True)
+def awake(monkeypatch):
+    """Pairs run at once here even where the process slept before them (between
+    tests, in a wait for the worker); test_a_process_that_slept_runs_in_turn checks
+    that rule."""
+    monkeypatch.setattr(_pair, "_process_slept", lambda: False)
+
+
 def make_layer(variant, dtype, **options):
     cell, extra = CELL_VARIANTS[variant]
     return LAYERS[cell](5, 7, num_layers=2, bidirectional=True, dtype=dtype, seed=4,
@@ -184,6 +195,36 @@ def test_the_worker_takes_the_callers_share_not_a_share_of_its_own_limit():
             on_the_worker(lambda: limiter[0].restore_original_limits())
 
 
+def test_a_process_that_slept_runs_in_turn(monkeypatch):
+    """Whether the process mostly slept since the last pair ended, over 0.5 ms at
+    least: then the worker's core likely sleeps too, and both() runs in turn."""
+    monkeypatch.setattr(_pair, "_last_end", [0.0, 0.0])
+
+    def after(wait):
+        _pair._last_end[:] = time.perf_counter(), time.process_time()
+        wait()
+        return PROCESS_SLEPT()
+
+    def busy():
+        end = time.perf_counter() + 0.005
+        while time.perf_counter() < end:
+            pass
+    assert after(lambda: time.sleep(0.01))
+    assert not after(busy)
+    assert not after(lambda: None)
+
+
+@needs_two_threads
+def test_a_pair_after_the_process_slept_runs_in_turn_on_the_same_caps(monkeypatch):
+    monkeypatch.setattr(_pair, "_process_slept", lambda: True)
+
+    def piece():
+        return threading.get_ident(), _threads.max_threads()
+    with _threads.capped(4):
+        first, second = _pair.both(piece, piece)
+    assert first == (threading.get_ident(), 2) and second == (threading.get_ident(), 2)
+
+
 @needs_two_threads
 def test_both_raises_once_both_pieces_are_done():
     finished = []
@@ -267,6 +308,7 @@ import numpy as np
 import rnnfast
 from rnnfast import _pair
 
+_pair._process_slept = lambda: False    # pair the first call too
 layer = rnnfast.GRU(64, 64, bidirectional=True, seed=1).eval()
 x = np.random.default_rng(0).standard_normal((100, 1, 64)).astype(np.float32)
 expected = layer(x)[0].copy()     # 2.5M multiply-adds a direction: paired
