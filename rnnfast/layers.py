@@ -196,8 +196,11 @@ class _RecurrentLayer:
     def _param_shapes(self, layer):
         """Shapes of weight_ih (G*H, D_k), weight_hh (G*H, H), bias_ih, bias_hh (G*H,)."""
         rows = self._gates * self.hidden_size
-        inputs = self.input_size if layer == 0 else self._directions * self.hidden_size
-        return (rows, inputs), (rows, self.hidden_size), (rows,), (rows,)
+        return (rows, self._inputs(layer)), (rows, self.hidden_size), (rows,), (rows,)
+
+    def _inputs(self, layer):
+        """D_k: the input width of layer k."""
+        return self.input_size if layer == 0 else self._directions * self.hidden_size
 
     def _initial_params(self):
         """PyTorch's default: every parameter uniform in [-1/sqrt(H), 1/sqrt(H)]."""
@@ -357,9 +360,8 @@ class _RecurrentLayer:
         """
         if self._directions == 1:
             return [run(0)]
-        inputs = self.input_size if layer == 0 else 2 * self.hidden_size
-        if _threads.pairs_directions(steps, batch, self._gates, inputs, self.hidden_size,
-                                     self.dtype.itemsize, training):
+        if _threads.pairs_directions(steps, batch, self._gates, self._inputs(layer),
+                                     self.hidden_size, self.dtype.itemsize, training):
             return _pair.both(lambda: run(0), lambda: run(1))
         return [run(0), run(1)]
 
