@@ -69,6 +69,13 @@ def _check_shape(name, array, expected_text, expected):
         raise _shape_error(name, expected_text, expected, array.shape)
 
 
+def flag(name, value):
+    """``value`` as a bool; TypeError unless it is True or False (or a NumPy bool)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def parameter_dtype(w_ih):
     """The computation dtype, chosen by ``w_ih``: float32 or float64."""
     array = _as_array("w_ih", w_ih)

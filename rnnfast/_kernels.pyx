@@ -397,6 +397,10 @@ cdef inline const floating *optional_ptr(const floating[:, :, ::1] array) noexce
     return NULL if array is None else &array[0, 0, 0]
 
 
+cdef inline floating *optional_out_ptr(floating[:, :, ::1] array) noexcept nogil:
+    return NULL if array is None else &array[0, 0, 0]
+
+
 cdef inline Py_ssize_t chunk_start(Py_ssize_t step, Py_ssize_t steps, Py_ssize_t T,
                                    bint reverse) noexcept nogil:
     """The first time index of the chunk of ``steps`` steps that begins at ``step``."""
@@ -503,7 +507,7 @@ cdef struct AfterLoop:
     # bias gradients, and the bookkeeping between them.
     Py_ssize_t T, B, D, H, GH
     const void *w_ih           # (GH, D)
-    void *dx                   # (T*B, D)
+    void *dx                   # (T*B, D), or NULL: dx not wanted
     void *packed_w_hh          # freed as soon as the reverse loops are done
     void *packed_w_ih          # W_ih packed for dx, NULL where BLAS runs it
     void *h_prev               # (T*B, H) states entering each step; with lengths, the
@@ -568,9 +572,10 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
     parallel region with the reverse loops before it, so that no thread sleeps between
     them: on a 2-core VM each region costs tens of microseconds to wake).
 
-    dx = dG W_ih by rows. The weight gradients one per thread where two threads share
-    them evenly (side_by_side), else each split by rows of the steps into partial sums,
-    added up after a barrier by rows of the gradient. The bias gradients by columns.
+    dx = dG W_ih by rows (none where ``after.dx`` is NULL). The weight gradients one per
+    thread where two threads share them evenly (side_by_side), else each split by rows
+    of the steps into partial sums, added up after a barrier by rows of the gradient.
+    The bias gradients by columns.
     """
     cdef Py_ssize_t rows = after.T * after.B, GH = after.GH, D = after.D
     cdef Py_ssize_t i, q, r, j, r0, r1, m, n
@@ -582,12 +587,14 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
     cdef int barriers = 0       # the barriers this thread has passed
     cdef bint whole = side_by_side(team, D, after.H)
     cdef bint split_rows = not whole and team > 1
-    cdef bint large_w_ih = GH * D * sizeof(floating) >= LARGE_INPUT_WEIGHTS_BYTES
+    cdef bint wants_dx = after.dx != NULL
+    # a large packed W_ih is freed before the partial sums are allocated (below)
+    cdef bint large_w_ih = wants_dx and GH * D * sizeof(floating) >= LARGE_INPUT_WEIGHTS_BYTES
     rnnfast_team_barrier(team, &after.arrived, &barriers)   # every step's dG is in place
     if tid == 0:
         pool_free(after.packed_w_hh)   # done with; the packed W_ih below may reuse it
         after.packed_w_hh = NULL
-        if packs_input_weights(GH, D, sizeof(floating)):
+        if wants_dx and packs_input_weights(GH, D, sizeof(floating)):
             after.packed_w_ih = packed_or_null(GH, D, <const floating *>after.w_ih, False, 1)
         if after.lengths != NULL:   # states carried past a length stay out of dW_hh
             zero_inactive_rows(after.T, after.B, after.H, <floating *>after.h_prev,
@@ -599,10 +606,10 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
     # dx = dG @ W_ih                          (rows, D)
     r0 = part_start(tid, team, rows)
     r1 = part_start(tid + 1, team, rows)
-    if packed_w_ih == NULL:
+    if wants_dx and packed_w_ih == NULL:
         gemm(NoTrans, NoTrans, r1 - r0, D, GH, 1, dG + r0 * GH, GH,
              <const floating *>after.w_ih, D, 0, <floating *>after.dx + r0 * D, D)
-    else:
+    elif wants_dx:
         gemm_packed_set(r1 - r0, D, GH, dG + r0 * GH, GH, packed_w_ih,
                         <floating *>after.dx + r0 * D, D)
     if large_w_ih:
@@ -1005,7 +1012,7 @@ def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
                  floating[:, ::1] dh,            # (B, H) in: dh_T; out: dh0
                  floating[:, ::1] dh_scratch,    # (B, H) workspace
                  floating[:, :, ::1] dpre,       # (T, B, H) out: gradient of the pre-activations
-                 floating[:, :, ::1] dx,         # (T, B, D) out
+                 floating[:, :, ::1] dx,         # (T, B, D) out, or None: not wanted
                  floating[:, ::1] dw_ih,         # (H, D) out
                  floating[:, ::1] dw_hh,         # (H, H) out
                  floating[::1] db,               # (H,) out
@@ -1016,8 +1023,8 @@ def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef int threads = max(parts, gemm_parts)
     cdef AfterLoop after
-    start_after_loop(&after, T, B, D, H, H, &w_ih[0, 0], &dx[0, 0, 0], &hs[reverse, 0, 0],
-                     lengths_ptr(lengths))
+    start_after_loop(&after, T, B, D, H, H, &w_ih[0, 0], optional_out_ptr(dx),
+                     &hs[reverse, 0, 0], lengths_ptr(lengths))
     try:
         after.packed_w_hh = pack_weights(w_hh.shape[0], H, &w_hh[0, 0], False,
                                           pack_threads(gemm_parts, step_parts))
@@ -1140,7 +1147,7 @@ def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
                   floating[:, ::1] dh,           # (B, H) in: dh_T; out: dh0
                   floating[:, ::1] dc,           # (B, H) in: dc_T; out: dc0
                   floating[:, ::1] dh_scratch,   # (B, H) workspace
-                  floating[:, :, ::1] dx,        # (T, B, D) out
+                  floating[:, :, ::1] dx,        # (T, B, D) out, or None: not wanted
                   floating[:, ::1] dw_ih,        # (4H, D) out
                   floating[:, ::1] dw_hh,        # (4H, H) out
                   floating[::1] db,              # (4H,) out
@@ -1151,8 +1158,8 @@ def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef int threads = max(parts, gemm_parts)
     cdef AfterLoop after
-    start_after_loop(&after, T, B, D, H, 4 * H, &w_ih[0, 0], &dx[0, 0, 0], &hs[reverse, 0, 0],
-                     lengths_ptr(lengths))
+    start_after_loop(&after, T, B, D, H, 4 * H, &w_ih[0, 0], optional_out_ptr(dx),
+                     &hs[reverse, 0, 0], lengths_ptr(lengths))
     try:
         after.packed_w_hh = pack_weights(w_hh.shape[0], H, &w_hh[0, 0], False,
                                           pack_threads(gemm_parts, step_parts))
@@ -1262,7 +1269,7 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
                  floating[:, ::1] dh,            # (B, H) in: dh_T; out: dh0
                  floating[:, ::1] dh_scratch,    # (B, H) workspace
                  floating[:, ::1] dgh,           # (B, 3H) workspace: recurrent-side dG of a step
-                 floating[:, :, ::1] dx,         # (T, B, D) out
+                 floating[:, :, ::1] dx,         # (T, B, D) out, or None: not wanted
                  floating[:, ::1] dw_ih,         # (3H, D) out
                  floating[:, ::1] dw_hh,         # (3H, H) out
                  floating[::1] db_ih,            # (3H,) out
@@ -1279,7 +1286,7 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
     cdef int threads = max(parts, gemm_parts)
     cdef AfterLoop after
     cdef floating *h_prev = &hs[reverse, 0, 0]
-    start_after_loop(&after, T, B, D, H, 3 * H, &w_ih[0, 0], &dx[0, 0, 0], h_prev,
+    start_after_loop(&after, T, B, D, H, 3 * H, &w_ih[0, 0], optional_out_ptr(dx), h_prev,
                      lengths_ptr(lengths))
     try:
         after.packed_w_hh = pack_weights(w_hh.shape[0], H, &w_hh[0, 0], False,

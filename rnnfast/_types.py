@@ -1,6 +1,6 @@
 """Result types shared by the kernels and the reference: gradient tuples and the cache."""
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -14,7 +14,7 @@ class RNNGrads(NamedTuple):
     ``db_ih`` and ``db_hh`` (H,).
     """
 
-    dx: np.ndarray
+    dx: Optional[np.ndarray]       # None with input_grad=False
     dh0: np.ndarray
     dw_ih: np.ndarray
     dw_hh: np.ndarray
@@ -29,7 +29,7 @@ class LSTMGrads(NamedTuple):
     ``dw_hh`` (4H, H), ``db_ih`` and ``db_hh`` (4H,).
     """
 
-    dx: np.ndarray
+    dx: Optional[np.ndarray]       # None with input_grad=False
     dh0: np.ndarray
     dc0: np.ndarray
     dw_ih: np.ndarray
@@ -45,7 +45,7 @@ class GRUGrads(NamedTuple):
     ``db_ih`` and ``db_hh`` (3H,).
     """
 
-    dx: np.ndarray
+    dx: Optional[np.ndarray]       # None with input_grad=False
     dh0: np.ndarray
     dw_ih: np.ndarray
     dw_hh: np.ndarray

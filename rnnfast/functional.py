@@ -87,7 +87,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, nonlinearity="tanh", lengths=N
     return y, h_T, cache
 
 
-def rnn_backward(dy, dh_T, cache):
+def rnn_backward(dy, dh_T, cache, *, input_grad=True):
     """Backpropagation through time for ``rnn_forward``.
 
     Parameters
@@ -96,17 +96,21 @@ def rnn_backward(dy, dh_T, cache):
         beyond a sequence's length are ignored (those outputs are constant zeros).
     dh_T : ndarray of shape (B, H), or None for zeros: dL/dh_T
     cache : the Cache returned by ``rnn_forward`` with ``training=True``; one use.
+    input_grad : False skips dL/dx (``dx`` is None), as PyTorch does for an input
+        that does not require grad, such as the data a model's first layer reads:
+        it saves the product ``dG W_ih`` over all steps and the (T, B, D) buffer.
 
     Returns
     -------
     RNNGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh), freshly allocated arrays.
     """
     cache = _checks.backward_cache(cache, "rnn", IMPL)
+    input_grad = _checks.flag("input_grad", input_grad)
     a, data = cache.data["args"], cache.data
     x = _checks.zero_padding(a.x, a.lengths)
     dy, dh = _incoming_grads(cache, dy, dh_T)
     cache.consumed = True
-    dx, dw_ih, dw_hh, db = _grad_buffers(a)
+    dx, dw_ih, dw_hh, db = _grad_buffers(a, input_grad)
     if _has_steps(a):
         dpre = _pool.empty((a.T, a.B, a.H), a.dtype)
         parts, gemm_parts = _thread_parts(a, 1, True)
@@ -162,19 +166,21 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=Fal
     return y, h_T, c_T, cache
 
 
-def lstm_backward(dy, dh_T, dc_T, cache):
+def lstm_backward(dy, dh_T, dc_T, cache, *, input_grad=True):
     """Backpropagation through time for ``lstm_forward``.
 
     ``dy (T, B, H)``, ``dh_T (B, H)`` and ``dc_T (B, H)`` may each be None for zeros;
-    see ``rnn_backward``. Returns LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh).
+    ``input_grad=False`` skips dx; see ``rnn_backward``.
+    Returns LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh).
     """
     cache = _checks.backward_cache(cache, "lstm", IMPL)
+    input_grad = _checks.flag("input_grad", input_grad)
     a, data = cache.data["args"], cache.data
     x = _checks.zero_padding(a.x, a.lengths)
     dy, dh = _incoming_grads(cache, dy, dh_T)
     dc = _state_grad("dc_T", dc_T, cache)
     cache.consumed = True
-    dx, dw_ih, dw_hh, db = _grad_buffers(a)
+    dx, dw_ih, dw_hh, db = _grad_buffers(a, input_grad)
     if _has_steps(a):
         parts, gemm_parts = _thread_parts(a, 4, True)
         team = _step_parts(a, 4, parts, True)
@@ -225,17 +231,18 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False,
     return y, h_T, cache
 
 
-def gru_backward(dy, dh_T, cache):
+def gru_backward(dy, dh_T, cache, *, input_grad=True):
     """Backpropagation through time for ``gru_forward``; see ``rnn_backward``.
 
     Returns GRUGrads(dx, dh0, dw_ih, dw_hh, db_ih, db_hh).
     """
     cache = _checks.backward_cache(cache, "gru", IMPL)
+    input_grad = _checks.flag("input_grad", input_grad)
     a, data = cache.data["args"], cache.data
     x = _checks.zero_padding(a.x, a.lengths)
     dy, dh = _incoming_grads(cache, dy, dh_T)
     cache.consumed = True
-    dx, dw_ih, dw_hh, db_ih = _grad_buffers(a)
+    dx, dw_ih, dw_hh, db_ih = _grad_buffers(a, input_grad)
     db_hh = np.zeros_like(db_ih)
     if _has_steps(a):
         dgh = np.empty((a.B, 3 * a.H), a.dtype)
@@ -334,7 +341,9 @@ def _incoming_grads(cache, dy, dh_T):
     return dy, _state_grad("dh_T", dh_T, cache)
 
 
-def _grad_buffers(a):
-    """dx (T, B, D) and dw_ih, dw_hh, db for the kernels to fill (zeros if none runs)."""
-    return (_pool.empty(a.x.shape, a.dtype), _pool.zeros(a.w_ih.shape, a.dtype),
-            _pool.zeros(a.w_hh.shape, a.dtype), np.zeros_like(a.b_ih))
+def _grad_buffers(a, input_grad):
+    """dx (T, B, D) (None without ``input_grad``) and dw_ih, dw_hh, db for the kernels
+    to fill (zeros if none runs)."""
+    dx = _pool.empty(a.x.shape, a.dtype) if input_grad else None
+    return (dx, _pool.zeros(a.w_ih.shape, a.dtype), _pool.zeros(a.w_hh.shape, a.dtype),
+            np.zeros_like(a.b_ih))

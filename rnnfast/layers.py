@@ -85,12 +85,6 @@ def _positive_int(name, value):
     return int(value)
 
 
-def _flag(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-    return bool(value)
-
-
 def _dropout_probability(value):
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"dropout must be a number in [0, 1], got {type(value).__name__} "
@@ -163,10 +157,10 @@ class _RecurrentLayer:
         self.input_size = _positive_int("input_size", input_size)
         self.hidden_size = _positive_int("hidden_size", hidden_size)
         self.num_layers = _positive_int("num_layers", num_layers)
-        self.bias = _flag("bias", bias)
-        self.batch_first = _flag("batch_first", batch_first)
+        self.bias = _checks.flag("bias", bias)
+        self.batch_first = _checks.flag("batch_first", batch_first)
         self.dropout = _dropout_probability(dropout)
-        self.bidirectional = _flag("bidirectional", bidirectional)
+        self.bidirectional = _checks.flag("bidirectional", bidirectional)
         self.dtype = _float_dtype(dtype)
         self.seed = _seed(seed)
         if self.dropout > 0 and self.num_layers == 1:
@@ -280,7 +274,7 @@ class _RecurrentLayer:
     def train(self, mode=True):
         """Training mode (``mode=True``): dropout on, forward keeps what backward needs.
         Returns self."""
-        self.training = _flag("mode", mode)
+        self.training = _checks.flag("mode", mode)
         return self
 
     def eval(self):
@@ -346,13 +340,13 @@ class _RecurrentLayer:
                              *self._weights(unit), lengths=lengths, reverse=bool(direction),
                              training=self.training, **self._cell_options())
 
-    def _backward_unit(self, layer, d_output, d_finals, caches, direction):
+    def _backward_unit(self, layer, d_output, d_finals, caches, input_grad, direction):
         """The functional backward of one layer and direction."""
         unit = layer * self._directions + direction
         H = self.hidden_size
         dy = None if d_output is None else d_output[..., direction * H:(direction + 1) * H]
         return self._backward(dy, *(None if d is None else d[unit] for d in d_finals),
-                              caches[unit])
+                              caches[unit], input_grad=input_grad)
 
     def _each_direction(self, run, layer, steps, batch, training):
         """``[run(0), run(1)]`` for a bidirectional layer, ``[run(0)]`` otherwise; the
@@ -413,7 +407,7 @@ class _RecurrentLayer:
 
     # ------------------------------------------------------------------ backward
 
-    def backward(self, dy, dstate=None):
+    def backward(self, dy, dstate=None, *, input_grad=True):
         """Backpropagation through time for the last forward call (in training mode).
 
         Adds every parameter's gradient into ``grads``; consumes what forward kept.
@@ -425,10 +419,13 @@ class _RecurrentLayer:
         dstate : dL/d(final state) in the form forward returned it, or None for
             zeros: ``dh_n`` (L*N, B, H), or ``(dh_n, dc_n)`` for the LSTM (either may
             be None).
+        input_grad : False skips dL/dx, as PyTorch does for an input that does not
+            require grad (data, one-hot characters): the first layer's ``dG W_ih``
+            over all steps is not computed and ``dx`` is None.
 
         Returns
         -------
-        dx : ndarray with x's shape and layout: dL/dx
+        dx : ndarray with x's shape and layout: dL/dx (None with ``input_grad=False``)
         dstate : dL/d(initial state): ``dh0`` (L*N, B, H), or ``(dh0, dc0)`` for the
             LSTM.
         """
@@ -439,13 +436,15 @@ class _RecurrentLayer:
                              f"one backward)")
         d_output = self._time_major_grad(dy, saved.steps, saved.batch)
         d_finals = self._state_arrays("dstate", dstate, ("dh_n", "dc_n"), saved.batch)
+        input_grad = _checks.flag("input_grad", input_grad)
         self._saved = None
         units = self.num_layers * self._directions
         d_initial = [np.empty((units, saved.batch, self.hidden_size), self.dtype)
                      for _ in self._state_names]
         for layer in reversed(range(self.num_layers)):
+            # the layers above the first need their dx: the gradient of the layer below
             backward = functools.partial(self._backward_unit, layer, d_output, d_finals,
-                                         saved.caches)
+                                         saved.caches, input_grad or layer > 0)
             d_input = None
             grads = self._each_direction(backward, layer, saved.steps, saved.batch, True)
             for direction, (dx, *d_states, dw_ih, dw_hh, db_ih, db_hh) in enumerate(grads):
@@ -456,12 +455,13 @@ class _RecurrentLayer:
                 for d_initial_name, d_state in zip(d_initial, d_states):
                     d_initial_name[unit] = d_state
                 # both directions read the same input: their gradients add
-                d_input = dx if d_input is None else np.add(d_input, dx, out=d_input)
+                if dx is not None:
+                    d_input = dx if d_input is None else np.add(d_input, dx, out=d_input)
             mask = saved.masks[layer - 1] if layer > 0 else None
             if mask is not None:
                 d_input *= mask
             d_output = d_input
-        dx = d_output.swapaxes(0, 1) if self.batch_first else d_output
+        dx = d_output.swapaxes(0, 1) if self.batch_first and d_output is not None else d_output
         return dx, self._public_state(d_initial)
 
     def _time_major_grad(self, dy, steps, batch):

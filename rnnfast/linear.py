@@ -25,6 +25,7 @@ import numbers
 
 import numpy as np
 
+from . import _checks
 from ._checks import _float_array
 
 __all__ = ["Linear"]
@@ -138,9 +139,7 @@ class Linear:
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32, seed=None):
         self.in_features = positive_int("in_features", in_features)
         self.out_features = positive_int("out_features", out_features)
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be True or False, got {type(bias).__name__} {bias!r}")
-        self.bias = bool(bias)
+        self.bias = _checks.flag("bias", bias)
         self.dtype = float_dtype(dtype)
         self.seed = seed_value(seed)
         self.training = True
@@ -182,7 +181,7 @@ class Linear:
 
     __call__ = forward
 
-    def backward(self, dy):
+    def backward(self, dy, *, input_grad=True):
         """Gradients of the last ``forward`` call: adds ``dy^T x`` into
         ``grads["weight"]`` and ``sum(dy)`` into ``grads["bias"]``; returns ``dx``.
 
@@ -190,14 +189,17 @@ class Linear:
         ----------
         dy : ndarray of shape (*N, O)
             The gradient of the loss with respect to the last forward's ``y``.
+        input_grad : False skips ``dx`` (returns None): for an input that needs no
+            gradient, such as data.
 
         Returns
         -------
-        dx : ndarray of shape (*N, D)
+        dx : ndarray of shape (*N, D), or None
         """
         if self._x is None:
             raise ValueError("Linear.backward called before forward: there is no input "
                              "to compute the weight gradient from")
+        input_grad = _checks.flag("input_grad", input_grad)
         x = self._x
         expected = x.shape[:-1] + (self.out_features,)
         dy = _float_array("dy", dy, self.dtype)
@@ -212,7 +214,7 @@ class Linear:
             # db += sum over N of dy, accumulated in float64
             self.grads["bias"] += dy2.sum(axis=0, dtype=np.float64).astype(self.dtype)
         # dx = dy W
-        return (dy2 @ self.params["weight"]).reshape(x.shape)
+        return (dy2 @ self.params["weight"]).reshape(x.shape) if input_grad else None
 
     # ------------------------------------------------------------------ protocol
 

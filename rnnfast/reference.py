@@ -79,7 +79,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, nonlinearity="tanh", lengths=N
     return y, h.copy(), cache
 
 
-def rnn_backward(dy, dh_T, cache):
+def rnn_backward(dy, dh_T, cache, *, input_grad=True):
     """Backpropagation through time for ``rnn_forward``.
 
         dpre_t = (dy_t + dh_t) * act'(pre_t),  tanh' = 1 - h_t^2,  relu' = [h_t > 0]
@@ -88,9 +88,10 @@ def rnn_backward(dy, dh_T, cache):
 
     ``dy`` (T, B, H) and ``dh_T`` (B, H) may be None for zeros. Gradients at
     inactive steps (``t >= lengths[b]``) of ``dy`` are ignored: those outputs are
-    constant zeros.
+    constant zeros. ``input_grad=False``: ``dx`` is None (dL/dx not wanted).
     """
     cache = _checks.backward_cache(cache, "rnn", IMPL)
+    input_grad = _checks.flag("input_grad", input_grad)
     a, active = cache.data["args"], cache.data["active"]
     x = np.where(active, a.x, 0)  # inactive steps never read x
     dy, dh = _incoming_grads(cache, dy, dh_T)
@@ -112,7 +113,7 @@ def rnn_backward(dy, dh_T, cache):
         db += dpre.sum(axis=0)
         dh = np.where(active[t], dpre @ a.w_hh, dh)
     cache.consumed = True
-    return RNNGrads(dx, dh, dw_ih, dw_hh, db, db.copy())
+    return RNNGrads(dx if input_grad else None, dh, dw_ih, dw_hh, db, db.copy())
 
 
 # ----------------------------------------------------------------------------- LSTM
@@ -161,7 +162,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=Fal
     return y, h.copy(), c.copy(), cache
 
 
-def lstm_backward(dy, dh_T, dc_T, cache):
+def lstm_backward(dy, dh_T, dc_T, cache, *, input_grad=True):
     """Backpropagation through time for ``lstm_forward``.
 
         dh = dy_t + dh_t (from the future);   tc = tanh(c_t)
@@ -172,9 +173,11 @@ def lstm_backward(dy, dh_T, dc_T, cache):
         dx_t = da W_ih,   dh_{t-1} = da W_hh
         dW_ih = sum_t da^T x_t,   dW_hh = sum_t da^T h_{t-1},   db = sum_t da
 
-    ``dy``, ``dh_T`` and ``dc_T`` may be None for zeros.
+    ``dy``, ``dh_T`` and ``dc_T`` may be None for zeros; ``input_grad`` as in
+    ``rnn_backward``.
     """
     cache = _checks.backward_cache(cache, "lstm", IMPL)
+    input_grad = _checks.flag("input_grad", input_grad)
     a, active = cache.data["args"], cache.data["active"]
     x = np.where(active, a.x, 0)  # inactive steps never read x
     dy, dh = _incoming_grads(cache, dy, dh_T)
@@ -203,7 +206,7 @@ def lstm_backward(dy, dh_T, dc_T, cache):
         dh = np.where(active[t], da @ a.w_hh, dh)
         dc = np.where(active[t], dc_t * f, dc)
     cache.consumed = True
-    return LSTMGrads(dx, dh, dc, dw_ih, dw_hh, db, db.copy())
+    return LSTMGrads(dx if input_grad else None, dh, dc, dw_ih, dw_hh, db, db.copy())
 
 
 # ----------------------------------------------------------------------------- GRU
@@ -248,7 +251,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False,
     return y, h.copy(), cache
 
 
-def gru_backward(dy, dh_T, cache):
+def gru_backward(dy, dh_T, cache, *, input_grad=True):
     """Backpropagation through time for ``gru_forward``.
 
         dh = dy_t + dh_t (from the future)
@@ -260,8 +263,11 @@ def gru_backward(dy, dh_T, cache):
         dx_t = dgi W_ih,   dh_{t-1} = dh * z + dgh W_hh
         dW_ih = sum_t dgi^T x_t,   dW_hh = sum_t dgh^T h_{t-1}
         db_ih = sum_t dgi,   db_hh = sum_t dgh
+
+    ``input_grad`` as in ``rnn_backward``.
     """
     cache = _checks.backward_cache(cache, "gru", IMPL)
+    input_grad = _checks.flag("input_grad", input_grad)
     a, active = cache.data["args"], cache.data["active"]
     x = np.where(active, a.x, 0)  # inactive steps never read x
     dy, dh = _incoming_grads(cache, dy, dh_T)
@@ -288,7 +294,7 @@ def gru_backward(dy, dh_T, cache):
         db_hh += dgh.sum(axis=0)
         dh = np.where(active[t], dh_t * z + dgh @ a.w_hh, dh)
     cache.consumed = True
-    return GRUGrads(dx, dh, dw_ih, dw_hh, db_ih, db_hh)
+    return GRUGrads(dx if input_grad else None, dh, dw_ih, dw_hh, db_ih, db_hh)
 
 
 # ----------------------------------------------------------------------------- shared

@@ -77,9 +77,9 @@ def forward(module, cell, x, states, params, **kwargs):
     return y, (h_T,), cache
 
 
-def backward(module, cell, dy, dstates, cache):
+def backward(module, cell, dy, dstates, cache, **kwargs):
     """Call ``module.<cell>_backward``; ``dstates`` is (dh_T,) or (dh_T, dc_T)."""
-    return getattr(module, f"{cell}_backward")(dy, *dstates, cache)
+    return getattr(module, f"{cell}_backward")(dy, *dstates, cache, **kwargs)
 
 
 def random_lengths(T, B, rng, with_zero=True):

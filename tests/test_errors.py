@@ -200,9 +200,9 @@ def test_scalar_argument_reports_its_shape(impl, cell, name, message):
             call_forward(impl, cell, args)
 
 
-def call_backward(module, cell, cache, dy=None, dh_T=None, dc_T=None):
+def call_backward(module, cell, cache, dy=None, dh_T=None, dc_T=None, **kwargs):
     dstates = (dh_T, dc_T) if cell == "lstm" else (dh_T,)
-    return backward(module, cell, dy, dstates, cache)
+    return backward(module, cell, dy, dstates, cache, **kwargs)
 
 
 @pytest.mark.parametrize("cell, name, bad, message", backward_shape_cases(),
@@ -383,6 +383,16 @@ def test_backward_after_inference(impl, cell):
     with raises(ValueError, f"{name}.{cell}_backward got cache=None: the forward call ran "
                             f"with training=False, which keeps nothing for backward"):
         call_backward(impl, cell, cache)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bad", [None, 0, 1, "no", np.array(False)], ids=repr)
+def test_input_grad_must_be_a_bool(impl, cell, bad):
+    cache = fresh_cache(impl, cell)
+    with raises(TypeError, f"input_grad must be True or False, got {type(bad).__name__}"):
+        call_backward(impl, cell, cache, input_grad=bad)
+    grads = call_backward(impl, cell, cache, input_grad=np.False_)  # the error consumed nothing
+    assert grads.dx is None
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -336,6 +336,28 @@ def test_grads_accumulate_and_zero_grad_zeroes_in_place(cls, rng):
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+def test_without_input_grad_dx_is_none_and_the_rest_identical(cls, bidirectional, rng):
+    """input_grad=False skips only the first layer's dx: every parameter gradient and
+    the initial states' gradients come out bitwise as with it (dropout included)."""
+    twins = [cls(3, 5, num_layers=3, dropout=0.3, bidirectional=bidirectional,
+                 batch_first=True, seed=4) for _ in range(2)]
+    x = rng.standard_normal((2, 6, 3)).astype(np.float32)
+    dy = rng.standard_normal((2, 6, 5 * (1 + bidirectional))).astype(np.float32)
+    results = []
+    for layer, input_grad in zip(twins, (True, False)):
+        layer(x)
+        results.append(layer.backward(dy, input_grad=input_grad))
+    (dx, dstate), (no_dx, dstate_without) = results
+    assert dx.shape == x.shape and no_dx is None
+    for name, with_value, without_value in zip(STATE_NAMES[cls], as_tuple(dstate),
+                                               as_tuple(dstate_without)):
+        np.testing.assert_array_equal(without_value, with_value, err_msg=name)
+    for name, grad in twins[0].grads.items():
+        np.testing.assert_array_equal(twins[1].grads[name], grad, err_msg=name)
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
 def test_backward_errors(cls, rng):
     layer = cls(3, 4, num_layers=2, bidirectional=True, batch_first=True, seed=0)
     with pytest.raises(ValueError, match="needs a forward call in training mode"):
@@ -347,6 +369,8 @@ def test_backward_errors(cls, rng):
     bad_state = np.ones((2, 2, 4))
     with pytest.raises((ValueError, TypeError), match="dh_n" if cls is not LSTM else "tuple"):
         layer.backward(None, bad_state)
+    with pytest.raises(TypeError, match="input_grad must be True or False, got str 'no'"):
+        layer.backward(None, input_grad="no")
     dx, dstate = layer.backward(np.ones_like(y), state)  # the errors consumed nothing
     assert dx.shape == x.shape
     for value in as_tuple(dstate):

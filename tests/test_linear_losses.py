@@ -151,6 +151,18 @@ def test_linear_load_state_dict_errors():
         Linear(3, 2, bias=False).load_state_dict(good)
 
 
+def test_linear_without_input_grad(rng):
+    """input_grad=False returns None for dx and adds the same weight gradients."""
+    with_dx, without_dx = Linear(4, 3, seed=0), Linear(4, 3, seed=0)
+    x, dy = rng.standard_normal((5, 2, 4)), rng.standard_normal((5, 2, 3))
+    with_dx(x)
+    without_dx(x)
+    assert with_dx.backward(dy).shape == x.shape
+    assert without_dx.backward(dy, input_grad=False) is None
+    for name, grad in with_dx.grads.items():
+        np.testing.assert_array_equal(without_dx.grads[name], grad, err_msg=name)
+
+
 def test_linear_errors():
     lin = Linear(4, 3, seed=0)
     with pytest.raises(ValueError, match=r"backward called before forward"):
@@ -169,6 +181,8 @@ def test_linear_errors():
         lin.backward(np.zeros((2, 4), np.float32))
     with pytest.raises(TypeError, match="dy must be a floating-point array"):
         lin.backward(np.zeros((2, 3), bool))
+    with pytest.raises(TypeError, match="input_grad must be True or False, got int 0"):
+        lin.backward(np.zeros((2, 3), np.float32), input_grad=0)
     for kwargs, error, message in [
             (dict(in_features=0, out_features=2), ValueError, "in_features must be >= 1, got 0"),
             (dict(in_features=2, out_features=-1), ValueError, "out_features must be >= 1"),

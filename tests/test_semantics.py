@@ -745,6 +745,43 @@ def test_none_means_zeros(impl, case, name, dtype, reverse):
     assert_results_same(impl, spelled(True), spelled(False), f"None for {names}")
 
 
+# ----------------------------------------------------------------------------- input_grad
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("lengths", ["none", "mixed"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_without_input_grad_dx_is_none_and_the_rest_identical(impl, case, dtype, lengths,
+                                                              reverse):
+    p = Problem(case, dtype=dtype)
+    assert_input_grad_skips_only_dx(impl, p, lengths=lengths_param(lengths), reverse=reverse)
+
+
+# (T, B, D, H): threads over the steps' rows and side by side; a W_ih of 1 MiB or more
+# in float32, freed after dx when dx runs
+@pytest.mark.parametrize("shape", [(4, 16, 40, 24), (3, 2, 9, 30), (3, 6, 260, 256)],
+                         ids=str)
+@pytest.mark.parametrize("case", CASES)
+def test_without_input_grad_on_threads_and_large_input_weights(case, shape):
+    p = Problem(case, *shape, dtype=np.float32, seed=3)
+    assert_input_grad_skips_only_dx(impl_module("rnnfast"), p)
+
+
+def assert_input_grad_skips_only_dx(module, problem, **kwargs):
+    """input_grad=False gives dx None and every other gradient bitwise as with dx."""
+    def grads(input_grad):
+        _, _, cache = forward(module, problem.cell, problem.x, problem.states,
+                              problem.params, **problem.extra, **kwargs)
+        return backward(module, problem.cell, problem.dy, problem.dstates, cache,
+                        input_grad=input_grad)
+
+    with_dx, without_dx = grads(True), grads(False)
+    assert with_dx.dx.shape == problem.x.shape and without_dx.dx is None
+    for name in with_dx._fields[1:]:
+        np.testing.assert_array_equal(getattr(without_dx, name), getattr(with_dx, name),
+                                      err_msg=name, strict=True)
+
+
 # ----------------------------------------------------------------------------- caches
 
 @pytest.mark.parametrize("case", CASES)

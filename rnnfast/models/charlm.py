@@ -277,8 +277,9 @@ class CharLM:
         optimizer.zero_grad()
         y, state = self.rnn(self._one_hot(inputs), run.state)         # y (T, B, H)
         loss, dlogits = cross_entropy(self.head(y), targets)         # logits (T, B, V)
-        # BPTT within the batch only: no gradient flows into the carried state
-        self.rnn.backward(self.head.backward(dlogits))
+        # BPTT within the batch only: no gradient flows into the carried state, nor
+        # into the one-hot inputs
+        self.rnn.backward(self.head.backward(dlogits), input_grad=False)
         if run.settings["clip"] > 0:
             clip_grad_norm([self.rnn, self.head], run.settings["clip"])
         optimizer.step()

@@ -201,8 +201,9 @@ class Forecaster:
         """Backpropagate dL/dr (B, horizon) into every module's gradients."""
         dh_n = np.zeros((self.num_layers, batch, self.hidden_size), self._rnn.dtype)
         dh_n[-1] = self._head.backward(d_outputs)
-        self._linear.backward(d_outputs)
-        self._rnn.backward(None, (dh_n, None) if self.cell == "lstm" else dh_n)
+        self._linear.backward(d_outputs, input_grad=False)
+        self._rnn.backward(None, (dh_n, None) if self.cell == "lstm" else dh_n,
+                           input_grad=False)
 
     def _relative_outputs(self, inputs):
         """r (N, horizon) for relative windows (N, window), in eval mode and in chunks."""
