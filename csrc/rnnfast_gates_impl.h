@@ -292,6 +292,101 @@ RNNFAST_CLONES static void FN(column_sums)(ptrdiff_t rows, ptrdiff_t cols, ptrdi
     }
 }
 
+/* ------------------------------------------------------------------ one-hot inputs
+ *
+ * Where every row of x (rows, D) is one-hot (a single 1, the rest 0) or all zeros, as
+ * characters or categories fed without an embedding, the input projection
+ * x W_ih^T is a lookup of columns of W_ih and dW_ih = dG^T x sums rows of dG: no
+ * multiply-add over D. Both give what the GEMMs give, up to the order of the sums,
+ * wherever the products with the zeros of x are 0: with a non-finite value in W_ih
+ * (forward) or dG (backward) they are NaN, and the callers keep the GEMM. */
+
+/* ids[r] = the column of the 1 in row r of x, -1 for a row of zeros; returns 1, or 0
+ * (ids undefined) as soon as a row holds anything else, NaN included. */
+RNNFAST_CLONES static int FN(one_hot_ids)(ptrdiff_t rows, ptrdiff_t D,
+                                          const REAL *RESTRICT x, int32_t *RESTRICT ids)
+{
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const REAL *row = x + r * D;
+        int others = 0, ones = 0;
+        for (ptrdiff_t j = 0; j < D; j++) {
+            others |= (row[j] != 0) & (row[j] != 1);
+            ones += row[j] == 1;
+        }
+        if (others || ones > 1)
+            return 0;
+        ids[r] = -1;
+        for (ptrdiff_t j = 0; ones && j < D; j++)
+            if (row[j] == 1) {
+                ids[r] = (int32_t)j;
+                break;
+            }
+    }
+    return 1;
+}
+
+/* w_t (D, GH) = w (GH, D) transposed; returns 0 if w holds a non-finite value. */
+RNNFAST_CLONES static int FN(transpose_finite)(ptrdiff_t GH, ptrdiff_t D,
+                                               const REAL *RESTRICT w, REAL *RESTRICT w_t)
+{
+    int finite = 1;
+    for (ptrdiff_t g = 0; g < GH; g++)
+        for (ptrdiff_t j = 0; j < D; j++) {
+            REAL value = w[g * D + j];
+            finite &= value - value == 0;   /* inf - inf and NaN - NaN are NaN */
+            w_t[j * GH + g] = value;
+        }
+    return finite;
+}
+
+/* gates[r] = w_t[ids[r]] (GH,) for r in [r0, r1): x W_ih^T for one-hot rows x, with
+ * w_t = W_ih^T (D, GH); zeros for a row of zeros. */
+static void FN(gather_rows)(ptrdiff_t r0, ptrdiff_t r1, ptrdiff_t GH, const int32_t *ids,
+                            const REAL *RESTRICT w_t, REAL *RESTRICT gates)
+{
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        if (ids[r] < 0)
+            memset(gates + r * GH, 0, (size_t)GH * sizeof(REAL));
+        else
+            memcpy(gates + r * GH, w_t + (ptrdiff_t)ids[r] * GH, (size_t)GH * sizeof(REAL));
+    }
+}
+
+/* c[g, j] = sum over the rows r with ids[r] = j of a[r, g], for g in [g0, g1) and
+ * j < D: rows g0 .. g1-1 of dW_ih = dG^T x (GH, D) for one-hot rows x, dG = a
+ * (rows, lda). Sums into rows 0 .. D-1 of sums (D + 1, g1 - g0), contiguous in g,
+ * then transposes; row D sums a * 0, which stays 0 unless a value is inf or NaN.
+ * Returns 0 (c untouched) if a[:, g0:g1] holds a non-finite value. */
+RNNFAST_CLONES static int FN(one_hot_at_b)(ptrdiff_t g0, ptrdiff_t g1, ptrdiff_t rows,
+                                           ptrdiff_t D, const REAL *RESTRICT a,
+                                           ptrdiff_t lda, const int32_t *ids,
+                                           REAL *RESTRICT sums, REAL *RESTRICT c,
+                                           ptrdiff_t ldc)
+{
+    ptrdiff_t width = g1 - g0;
+    REAL *checks = sums + D * width;
+    memset(sums, 0, (size_t)((D + 1) * width) * sizeof(REAL));
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const REAL *a_row = a + r * lda + g0;
+        for (ptrdiff_t g = 0; g < width; g++)
+            checks[g] += a_row[g] * 0;
+        if (ids[r] < 0)
+            continue;
+        REAL *sum = sums + (ptrdiff_t)ids[r] * width;
+        for (ptrdiff_t g = 0; g < width; g++)
+            sum[g] += a_row[g];
+    }
+    int finite = 1;
+    for (ptrdiff_t g = 0; g < width; g++)
+        finite &= checks[g] == 0;
+    if (!finite)
+        return 0;
+    for (ptrdiff_t g = 0; g < width; g++)
+        for (ptrdiff_t j = 0; j < D; j++)
+            c[(g0 + g) * ldc + j] = sums[j * width + g];
+    return 1;
+}
+
 #undef IS_ACTIVE
 #undef RESTRICT
 #undef FN

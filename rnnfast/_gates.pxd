@@ -2,7 +2,7 @@
 # floating-point mode.
 # Signatures and shapes are documented in csrc/rnnfast_gates_impl.h.
 
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 
 cdef extern from "rnnfast_fpmode.h" nogil:
     unsigned int rnnfast_fpmode_enter()
@@ -66,6 +66,22 @@ cdef extern from "rnnfast_gates.h" nogil:
                          const float *a, float *out)
     void column_sums_f64(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
                          const double *a, double *out)
+
+    # --------------------------------------------------------------- one-hot inputs
+    int one_hot_ids_f32(Py_ssize_t rows, Py_ssize_t D, const float *x, int32_t *ids)
+    int one_hot_ids_f64(Py_ssize_t rows, Py_ssize_t D, const double *x, int32_t *ids)
+    int transpose_finite_f32(Py_ssize_t GH, Py_ssize_t D, const float *w, float *w_t)
+    int transpose_finite_f64(Py_ssize_t GH, Py_ssize_t D, const double *w, double *w_t)
+    void gather_rows_f32(Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t GH, const int32_t *ids,
+                         const float *w_t, float *gates)
+    void gather_rows_f64(Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t GH, const int32_t *ids,
+                         const double *w_t, double *gates)
+    int one_hot_at_b_f32(Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t rows, Py_ssize_t D,
+                         const float *a, Py_ssize_t lda, const int32_t *ids, float *sums,
+                         float *c, Py_ssize_t ldc)
+    int one_hot_at_b_f64(Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t rows, Py_ssize_t D,
+                         const double *a, Py_ssize_t lda, const int32_t *ids, double *sums,
+                         double *c, Py_ssize_t ldc)
 
 cdef extern from "rnnfast_gemm.h" nogil:
     size_t packed_size_f32(Py_ssize_t K, Py_ssize_t N)

@@ -61,7 +61,7 @@ cimport numpy as cnp
 import numpy as np
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memcpy, memset
 
 from ._blas cimport BLAS_Trans, gemm, NoTrans, Trans
@@ -226,6 +226,39 @@ cdef inline void column_sums(Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t ld,
         column_sums_f32(rows, cols, ld, a, out)
     else:
         column_sums_f64(rows, cols, ld, a, out)
+
+
+cdef inline bint one_hot_ids_of(Py_ssize_t rows, Py_ssize_t D, const floating *x,
+                                int32_t *ids) noexcept nogil:
+    if floating is float:
+        return one_hot_ids_f32(rows, D, x, ids)
+    else:
+        return one_hot_ids_f64(rows, D, x, ids)
+
+
+cdef inline bint transpose_finite(Py_ssize_t GH, Py_ssize_t D, const floating *w,
+                                  floating *w_t) noexcept nogil:
+    if floating is float:
+        return transpose_finite_f32(GH, D, w, w_t)
+    else:
+        return transpose_finite_f64(GH, D, w, w_t)
+
+
+cdef inline void gather_rows(Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t GH, const int32_t *ids,
+                             const floating *w_t, floating *gates) noexcept nogil:
+    if floating is float:
+        gather_rows_f32(r0, r1, GH, ids, w_t, gates)
+    else:
+        gather_rows_f64(r0, r1, GH, ids, w_t, gates)
+
+
+cdef inline bint one_hot_at_b(Py_ssize_t g0, Py_ssize_t g1, Py_ssize_t rows, Py_ssize_t D,
+                              const floating *a, Py_ssize_t lda, const int32_t *ids,
+                              floating *sums, floating *c, Py_ssize_t ldc) noexcept nogil:
+    if floating is float:
+        return one_hot_at_b_f32(g0, g1, rows, D, a, lda, ids, sums, c, ldc)
+    else:
+        return one_hot_at_b_f64(g0, g1, rows, D, a, lda, ids, sums, c, ldc)
 
 
 # ---------------------------------------------------------------- shared pieces
@@ -513,6 +546,8 @@ cdef struct AfterLoop:
     void *h_prev               # (T*B, H) states entering each step; with lengths, the
     const int64_t *lengths     # inactive rows are zeroed before dW_hh
     void *scratch              # the partial sums of every weight gradient
+    int32_t *one_hot           # (T*B,) one_hot_rows(x), or NULL: dW_ih sums dG's rows
+    void *one_hot_sums         # (D + 1, GH) workspace of one_hot_at_b
     int arrived, finished      # threads at a barrier, and done: for rnnfast_team_barrier
                                # and rnnfast_join
     int weight_grads, bias_grads
@@ -547,14 +582,15 @@ cdef void alloc_partial_sums(AfterLoop *after, int team, size_t itemsize) noexce
     out of memory: the rows of each gradient are split instead (slower by a few
     percent, see grads_after_loop)."""
     cdef Py_ssize_t i, total = 0
+    cdef int first = after.one_hot != NULL   # a one-hot dW_ih needs none
     cdef char *scratch
-    for i in range(after.weight_grads):
+    for i in range(first, after.weight_grads):
         total += after.weight[i].m * after.weight[i].n
     scratch = <char *>pool_alloc((team - 1) * total * itemsize, False)
     after.scratch = scratch
     if scratch == NULL:
         return
-    for i in range(after.weight_grads):
+    for i in range(first, after.weight_grads):
         after.weight[i].partial = scratch
         scratch += (team - 1) * after.weight[i].m * after.weight[i].n * itemsize
 
@@ -563,7 +599,10 @@ cdef void free_after_loop(AfterLoop *after) noexcept nogil:
     pool_free(after.packed_w_hh)
     pool_free(after.packed_w_ih)
     pool_free(after.scratch)
-    after.packed_w_hh = after.packed_w_ih = after.scratch = NULL
+    pool_free(after.one_hot_sums)
+    pool_free(after.one_hot)
+    after.packed_w_hh = after.packed_w_ih = after.scratch = after.one_hot_sums = NULL
+    after.one_hot = NULL
 
 
 cdef void grads_after_loop(int tid, int team, AfterLoop *after,
@@ -574,8 +613,9 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
 
     dx = dG W_ih by rows (none where ``after.dx`` is NULL). The weight gradients one per
     thread where two threads share them evenly (side_by_side), else each split by rows
-    of the steps into partial sums, added up after a barrier by rows of the gradient.
-    The bias gradients by columns.
+    of the steps into partial sums, added up after a barrier by rows of the gradient;
+    for one-hot inputs dW_ih by rows of the gradient, as sums of dG's rows
+    (one_hot_at_b). The bias gradients by columns.
     """
     cdef Py_ssize_t rows = after.T * after.B, GH = after.GH, D = after.D
     cdef Py_ssize_t i, q, r, j, r0, r1, m, n
@@ -585,8 +625,9 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
     cdef const floating *partial
     cdef const floating *packed_w_ih
     cdef int barriers = 0       # the barriers this thread has passed
-    cdef bint whole = side_by_side(team, D, after.H)
+    cdef bint whole = side_by_side(team, D, after.H) and after.one_hot == NULL
     cdef bint split_rows = not whole and team > 1
+    cdef bint one_hot
     cdef bint wants_dx = after.dx != NULL
     # a large packed W_ih is freed before the partial sums are allocated (below)
     cdef bint large_w_ih = wants_dx and GH * D * sizeof(floating) >= LARGE_INPUT_WEIGHTS_BYTES
@@ -601,6 +642,8 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
                                after.lengths)
         if split_rows and not large_w_ih:
             alloc_partial_sums(after, team, sizeof(floating))
+        if after.one_hot != NULL:
+            after.one_hot_sums = pool_alloc((D + 1) * GH * sizeof(floating), False)
     rnnfast_team_barrier(team, &after.arrived, &barriers)
     packed_w_ih = <const floating *>after.packed_w_ih
     # dx = dG @ W_ih                          (rows, D)
@@ -625,15 +668,20 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
         rnnfast_team_barrier(team, &after.arrived, &barriers)
     for i in range(after.weight_grads):
         w = &after.weight[i]
+        one_hot = i == 0 and after.one_hot != NULL
         if whole:   # the input side on thread 0, the recurrent side on thread 1
             if (i > 0) == tid:
                 gemm_at_b(w.m, w.n, rows, <const floating *>w.a, w.lda, <const floating *>w.b,
                           w.ldb, <floating *>w.c, w.ldc)
-        elif w.partial == NULL:   # no scratch: split the rows of the gradient instead
+        elif w.partial == NULL:   # no scratch, or one-hot: split the rows of the gradient
             r0 = part_start(tid, team, w.m)
             r1 = part_start(tid + 1, team, w.m)
-            gemm_at_b(r1 - r0, w.n, rows, <const floating *>w.a + r0, w.lda,
-                      <const floating *>w.b, w.ldb, <floating *>w.c + r0 * w.ldc, w.ldc)
+            if not (one_hot and after.one_hot_sums != NULL and one_hot_at_b(
+                    r0, r1, rows, w.n, <const floating *>w.a, w.lda, after.one_hot,
+                    <floating *>after.one_hot_sums + (w.n + 1) * r0, <floating *>w.c,
+                    w.ldc)):
+                gemm_at_b(r1 - r0, w.n, rows, <const floating *>w.a + r0, w.lda,
+                          <const floating *>w.b, w.ldb, <floating *>w.c + r0 * w.ldc, w.ldc)
         else:
             r0 = part_start(tid, team, rows)
             r1 = part_start(tid + 1, team, rows)
@@ -649,6 +697,8 @@ cdef void grads_after_loop(int tid, int team, AfterLoop *after,
         for i in range(after.weight_grads):
             # c[r] += the partial sums of threads 1 .. team-1, rows of c split
             w = &after.weight[i]
+            if w.partial == NULL:   # one-hot: no partial sums
+                continue
             m, n, c = w.m, w.n, <floating *>w.c
             for r in range(part_start(tid, team, m), part_start(tid + 1, team, m)):
                 for q in range(team - 1):
@@ -719,14 +769,15 @@ cdef void forward_team(int tid, int team, int *finished, int gates_per_unit, bin
 
 
 cdef void forward_chunks(int gates_per_unit, bint relu, bint training, Py_ssize_t T,
-                         Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t K,
+                         Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, Py_ssize_t K, bint projected,
                          const floating *x, const floating *w_ih, const floating *packed_ih,
                          const floating *packed, const floating *bias, const floating *b_hh,
                          const int64_t *lengths, bint reverse, floating *hs, floating *cs,
                          floating *gates, floating *hh, floating *gh_n, int parts,
                          int gemm_parts, int step_parts) noexcept nogil:
     """A forward pass over all T steps, K at a time: the input projection of K steps,
-    then their time loop.
+    then their time loop; ``projected``: K == T and ``gates`` holds the projection
+    already (project_one_hot).
 
     ``bias``: b_ih + b_hh (RNN, LSTM) or b_ih (GRU, with ``b_hh``); ``relu`` for the
     RNN, ``training`` for the LSTM, ``hh`` and ``gh_n`` for the GRU; see the buffers in
@@ -751,8 +802,9 @@ cdef void forward_chunks(int gates_per_unit, bint relu, bint training, Py_ssize_
         steps = min(K, T - s0)
         first = chunk_start(s0, steps, T, reverse)
         # one projection of all steps on gemm_parts threads, chunks on the loop's
-        project_inputs(x, w_ih, packed_ih, first, steps, B, D, GH, gates,
-                       gemm_parts if chunks == 1 else parts, step_parts)
+        if not projected:
+            project_inputs(x, w_ih, packed_ih, first, steps, B, D, GH, gates,
+                           gemm_parts if chunks == 1 else parts, step_parts)
         if parts == 1:   # one block: no OpenMP region (see the docstring)
             forward_rows(gates_per_unit, relu, training, 0, B, s0, steps, first, T, B, H,
                          reverse, hs, cs, gates, hh, gh_n, packed, bias, b_hh, lengths,
@@ -928,6 +980,71 @@ cdef void run_backward(int threads, int parts, int step_parts, int gates_per_uni
                       relu, after, reverse, hs, cs, gates, gh_n, dy, dh, dc, dh_scratch, dgh)
 
 
+# ---------------------------------------------------------------- one-hot inputs
+
+cdef int32_t *one_hot_rows(Py_ssize_t rows, Py_ssize_t D, const floating *x) noexcept nogil:
+    """For x (rows, D) whose every row is one-hot or zero: the column of each row's 1
+    (-1 for a row of zeros) in a pool buffer (pool_free it); else NULL (also without
+    memory). Most other inputs fail on their first row, before any allocation."""
+    cdef int32_t first
+    cdef int32_t *ids
+    if rows == 0 or D == 0 or D > 2147483647 or not one_hot_ids_of(1, D, x, &first):
+        return NULL
+    ids = <int32_t *>pool_alloc(rows * sizeof(int32_t), False)
+    if ids != NULL and not one_hot_ids_of(rows, D, x, ids):
+        pool_free(ids)
+        ids = NULL
+    return ids
+
+
+def one_hot_ids(const floating[:, :, ::1] x):
+    """What the training kernels find in x (T, B, D) when asked to look for one-hot
+    rows: (T*B,) int32 (one_hot_rows), or None."""
+    cdef int32_t *ids = one_hot_rows(x.shape[0] * x.shape[1], x.shape[2], &x[0, 0, 0])
+    if ids == NULL:
+        return None
+    try:
+        return np.asarray(<int32_t[:x.shape[0] * x.shape[1]]>ids).copy()
+    finally:
+        pool_free(ids)
+
+
+cdef bint project_one_hot(Py_ssize_t rows, Py_ssize_t GH, Py_ssize_t D, const int32_t *ids,
+                          const floating *w_ih, floating *gates, int threads) except -1:
+    """gates (rows, GH) = x W_ih^T for the one-hot rows x that ``ids`` describe, on
+    ``threads`` threads; False, with nothing written, where W_ih holds a non-finite
+    value (or the transposed copy finds no memory): the GEMM then runs."""
+    cdef floating *w_t = <floating *>pool_alloc(GH * D * sizeof(floating), False)
+    cdef bint finite = False
+    cdef Py_ssize_t part
+    if w_t == NULL:
+        return False
+    with nogil:
+        finite = transpose_finite(GH, D, w_ih, w_t)
+        if finite:
+            for part in prange(threads, num_threads=threads, schedule="static"):
+                gather_rows(part_start(part, threads, rows), part_start(part + 1, threads, rows),
+                            GH, ids, w_t, gates)
+    pool_free(w_t)
+    return finite
+
+
+cdef bint projects_one_hot(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t GH,
+                           bint one_hot_inputs, const floating *x, const floating *w_ih,
+                           floating[:, :, ::1] gates, int threads) except -1:
+    """Whether a forward's projection of all T steps at once (training) was looked up
+    for one-hot inputs (project_one_hot) into ``gates`` (T, B, GH)."""
+    cdef int32_t *ids = NULL
+    if not (one_hot_inputs and gates.shape[0] == T):
+        return False
+    ids = one_hot_rows(T * B, D, x)
+    try:
+        return ids != NULL and project_one_hot(T * B, GH, D, ids, w_ih, &gates[0, 0, 0],
+                                               threads)
+    finally:
+        pool_free(ids)
+
+
 # ---------------------------------------------------------------- RNN
 
 cdef void rnn_forward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t s0, Py_ssize_t steps,
@@ -957,6 +1074,7 @@ def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 const floating[:, ::1] w_hh,     # (H, H)
                 const floating[::1] bias,        # (H,) b_ih + b_hh
                 const int64_t[::1] lengths,      # (B,) or None
+                bint one_hot_inputs,             # look for one-hot rows in x (training)
                 bint reverse, bint relu,
                 floating[:, :, ::1] hs,          # (T+1, B, H) in: h0 in its slot; out: states
                 floating[:, :, ::1] gates,       # (K, B, H) workspace
@@ -968,13 +1086,17 @@ def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
     cdef int packers = pack_threads(gemm_parts, step_parts)
     cdef floating *packed = pack_weights(H, H, &w_hh[0, 0], True, packers)
     cdef floating *packed_ih = NULL
+    cdef bint projected
     try:
-        packed_ih = pack_input_weights(H, D, &w_ih[0, 0], gates.shape[0] < T, packers)
+        projected = projects_one_hot(T, B, D, H, one_hot_inputs, &x[0, 0, 0], &w_ih[0, 0],
+                                     gates, gemm_parts)
+        if not projected:
+            packed_ih = pack_input_weights(H, D, &w_ih[0, 0], gates.shape[0] < T, packers)
         with nogil:
-            forward_chunks(1, relu, False, T, B, D, H, gates.shape[0], &x[0, 0, 0], &w_ih[0, 0],
-                           packed_ih, packed, &bias[0], NULL, lengths_ptr(lengths), reverse,
-                           &hs[0, 0, 0], NULL, &gates[0, 0, 0], NULL, NULL, parts, gemm_parts,
-                           step_parts)
+            forward_chunks(1, relu, False, T, B, D, H, gates.shape[0], projected, &x[0, 0, 0],
+                           &w_ih[0, 0], packed_ih, packed, &bias[0], NULL, lengths_ptr(lengths),
+                           reverse, &hs[0, 0, 0], NULL, &gates[0, 0, 0], NULL, NULL, parts,
+                           gemm_parts, step_parts)
     finally:
         pool_free(packed)
         pool_free(packed_ih)
@@ -1006,6 +1128,7 @@ def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
                  const floating[:, ::1] w_ih,    # (H, D)
                  const floating[:, ::1] w_hh,    # (H, H)
                  const int64_t[::1] lengths,     # (B,) or None
+                 bint one_hot_inputs,            # look for one-hot rows in x (training)
                  bint reverse, bint relu,
                  floating[:, :, ::1] hs,         # (T+1, B, H) from forward; consumed
                  const floating[:, :, ::1] dy,   # (T, B, H) or None
@@ -1028,6 +1151,8 @@ def rnn_backward(const floating[:, :, ::1] x,    # (T, B, D)
     try:
         after.packed_w_hh = pack_weights(w_hh.shape[0], H, &w_hh[0, 0], False,
                                           pack_threads(gemm_parts, step_parts))
+        if one_hot_inputs:
+            after.one_hot = one_hot_rows(T * B, D, &x[0, 0, 0])
         # dW_ih = dpre.T @ x     (H, D);   dW_hh = dpre.T @ h_prev     (H, H)
         add_weight_grad(&after, H, D, &dpre[0, 0, 0], H, &x[0, 0, 0], D, &dw_ih[0, 0], D)
         add_weight_grad(&after, H, H, &dpre[0, 0, 0], H, &hs[reverse, 0, 0], H, &dw_hh[0, 0], H)
@@ -1077,6 +1202,7 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
                  const floating[:, ::1] w_hh,    # (4H, H)
                  const floating[::1] bias,       # (4H,) b_ih + b_hh
                  const int64_t[::1] lengths,     # (B,) or None
+                 bint one_hot_inputs,            # look for one-hot rows in x (training)
                  bint reverse, bint training,
                  floating[:, :, ::1] hs,         # (T+1, B, H) in: h0 in its slot; out: states
                  floating[:, :, ::1] cs,         # training (T+1, B, H), else (2, B, H); in: c0
@@ -1090,6 +1216,7 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
     cdef floating *packed = NULL
     cdef floating *packed_ih = NULL
     cdef floating *xh = NULL
+    cdef bint projected
     try:
         if joins_steps(4, training, B, D, H, parts, sizeof(floating)):
             packed = pack_joined_weights(4 * H, D, H, &w_ih[0, 0], &w_hh[0, 0])
@@ -1099,12 +1226,15 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
                                reverse, &hs[0, 0, 0], &cs[0, 0, 0], &gates[0, 0, 0], xh, parts)
             return
         packed = pack_weights(4 * H, H, &w_hh[0, 0], True, packers)
-        packed_ih = pack_input_weights(4 * H, D, &w_ih[0, 0], gates.shape[0] < T, packers)
+        projected = projects_one_hot(T, B, D, 4 * H, one_hot_inputs, &x[0, 0, 0], &w_ih[0, 0],
+                                     gates, gemm_parts)
+        if not projected:
+            packed_ih = pack_input_weights(4 * H, D, &w_ih[0, 0], gates.shape[0] < T, packers)
         with nogil:
-            forward_chunks(4, False, training, T, B, D, H, gates.shape[0], &x[0, 0, 0],
-                           &w_ih[0, 0], packed_ih, packed, &bias[0], NULL, lengths_ptr(lengths),
-                           reverse, &hs[0, 0, 0], &cs[0, 0, 0], &gates[0, 0, 0], NULL, NULL,
-                           parts, gemm_parts, step_parts)
+            forward_chunks(4, False, training, T, B, D, H, gates.shape[0], projected,
+                           &x[0, 0, 0], &w_ih[0, 0], packed_ih, packed, &bias[0], NULL,
+                           lengths_ptr(lengths), reverse, &hs[0, 0, 0], &cs[0, 0, 0],
+                           &gates[0, 0, 0], NULL, NULL, parts, gemm_parts, step_parts)
     finally:
         pool_free(packed)
         pool_free(packed_ih)
@@ -1139,6 +1269,7 @@ def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
                   const floating[:, ::1] w_ih,   # (4H, D)
                   const floating[:, ::1] w_hh,   # (4H, H)
                   const int64_t[::1] lengths,    # (B,) or None
+                  bint one_hot_inputs,           # look for one-hot rows in x (training)
                   bint reverse,
                   floating[:, :, ::1] hs,        # (T+1, B, H) from forward; consumed
                   const floating[:, :, ::1] cs,  # (T+1, B, H) from forward
@@ -1163,6 +1294,8 @@ def lstm_backward(const floating[:, :, ::1] x,   # (T, B, D)
     try:
         after.packed_w_hh = pack_weights(w_hh.shape[0], H, &w_hh[0, 0], False,
                                           pack_threads(gemm_parts, step_parts))
+        if one_hot_inputs:
+            after.one_hot = one_hot_rows(T * B, D, &x[0, 0, 0])
         # dW_ih = dG.T @ x       (4H, D);   dW_hh = dG.T @ h_prev       (4H, H)
         add_weight_grad(&after, 4 * H, D, &gates[0, 0, 0], 4 * H, &x[0, 0, 0], D, &dw_ih[0, 0], D)
         add_weight_grad(&after, 4 * H, H, &gates[0, 0, 0], 4 * H, &hs[reverse, 0, 0], H,
@@ -1209,6 +1342,7 @@ def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 const floating[::1] b_ih,        # (3H,)
                 const floating[::1] b_hh,        # (3H,)
                 const int64_t[::1] lengths,      # (B,) or None
+                bint one_hot_inputs,             # look for one-hot rows in x (training)
                 bint reverse,
                 floating[:, :, ::1] hs,          # (T+1, B, H) in: h0 in its slot; out: states
                 floating[:, :, ::1] gates,       # (K, B, 3H) workspace; K == T keeps the gates
@@ -1222,13 +1356,18 @@ def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
     cdef int packers = pack_threads(gemm_parts, step_parts)
     cdef floating *packed = pack_weights(3 * H, H, &w_hh[0, 0], True, packers)
     cdef floating *packed_ih = NULL
+    cdef bint projected
     try:
-        packed_ih = pack_input_weights(3 * H, D, &w_ih[0, 0], gates.shape[0] < T, packers)
+        projected = projects_one_hot(T, B, D, 3 * H, one_hot_inputs, &x[0, 0, 0], &w_ih[0, 0],
+                                     gates, gemm_parts)
+        if not projected:
+            packed_ih = pack_input_weights(3 * H, D, &w_ih[0, 0], gates.shape[0] < T, packers)
         with nogil:
-            forward_chunks(3, False, False, T, B, D, H, gates.shape[0], &x[0, 0, 0], &w_ih[0, 0],
-                           packed_ih, packed, &b_ih[0], &b_hh[0], lengths_ptr(lengths), reverse,
-                           &hs[0, 0, 0], NULL, &gates[0, 0, 0], &hh[0, 0],
-                           <floating *>optional_ptr(gh_n), parts, gemm_parts, step_parts)
+            forward_chunks(3, False, False, T, B, D, H, gates.shape[0], projected, &x[0, 0, 0],
+                           &w_ih[0, 0], packed_ih, packed, &b_ih[0], &b_hh[0],
+                           lengths_ptr(lengths), reverse, &hs[0, 0, 0], NULL, &gates[0, 0, 0],
+                           &hh[0, 0], <floating *>optional_ptr(gh_n), parts, gemm_parts,
+                           step_parts)
     finally:
         pool_free(packed)
         pool_free(packed_ih)
@@ -1261,6 +1400,7 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
                  const floating[:, ::1] w_ih,    # (3H, D)
                  const floating[:, ::1] w_hh,    # (3H, H)
                  const int64_t[::1] lengths,     # (B,) or None
+                 bint one_hot_inputs,            # look for one-hot rows in x (training)
                  bint reverse,
                  floating[:, :, ::1] hs,         # (T+1, B, H) from forward; consumed
                  floating[:, :, ::1] gates,      # (T, B, 3H) in: r z n; out: dgi
@@ -1291,6 +1431,8 @@ def gru_backward(const floating[:, :, ::1] x,    # (T, B, D)
     try:
         after.packed_w_hh = pack_weights(w_hh.shape[0], H, &w_hh[0, 0], False,
                                           pack_threads(gemm_parts, step_parts))
+        if one_hot_inputs:
+            after.one_hot = one_hot_rows(T * B, D, &x[0, 0, 0])
         # dW_ih = dgi.T @ x                       (3H, D)
         # dW_hh[:2H] = dgi[:, :2H].T @ h_prev     (2H, H)
         # dW_hh[2H:] = (da_n * r).T @ h_prev      (H, H)
@@ -1381,7 +1523,7 @@ cdef int run_inference(int gates_per_unit, bint relu, bint reverse, Py_ssize_t T
                 forward_joined(T, B, D, H, x, packed, scratch, NULL, reverse, hs, cs, gates,
                                xh, 1)
             else:
-                forward_chunks(gates_per_unit, relu, False, T, B, D, H, K, x, w_ih,
+                forward_chunks(gates_per_unit, relu, False, T, B, D, H, K, False, x, w_ih,
                                packed_ih, packed, scratch, scratch + GH, NULL, reverse, hs,
                                cs, gates, scratch + 2 * GH, NULL, 1, 1, step_parts)
     finally:

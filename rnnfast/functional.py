@@ -13,6 +13,12 @@ the outputs is O(B*H) and a chunk's gates are still in cache when its steps read
 Large buffers come from ``rnnfast._pool``, which keeps the ones a call frees for the
 next call, so a loop of calls does not fault in fresh pages every time.
 
+One-hot inputs: where every row of ``x`` is one-hot (a single 1, the rest 0) or zero,
+as characters fed without an embedding, training looks the input projection up in
+W_ih and sums dW_ih from the rows of dG, instead of the two GEMMs over D: the same
+numbers up to the order of the sums (the GEMMs still run where W_ih or dG holds inf
+or NaN, whose products with the zeros of x are NaN).
+
 Fast path: a ``training=False`` call without lengths whose arrays are already
 C-contiguous ndarrays of the parameters' dtype, small enough for one thread, goes
 straight to one compiled entry (``_kernels.forward_inference``) that checks shapes
@@ -33,6 +39,8 @@ __all__ = ["rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
 IMPL = "rnnfast"
 INFERENCE_CHUNK_STEPS = 32
 INFERENCE_CHUNK_BYTES = 512 * 1024
+# Training looks for one-hot rows in x (module docstring); False: always the GEMMs.
+ONE_HOT_LOOKUP = True
 _MAX_ROWS = 2**31 - 1  # BLAS takes int sizes: T*B rows at most
 
 
@@ -76,8 +84,9 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, nonlinearity="tanh", lengths=N
         parts, gemm_parts = _thread_parts(a, 1, training)
         team = _step_parts(a, 1, parts, training)
         with single_threaded_blas(max(gemm_parts, team)):
-            _kernels.rnn_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
-                                 nonlinearity == "relu", hs, gates, parts, gemm_parts, team)
+            _kernels.rnn_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths,
+                                 training and ONE_HOT_LOOKUP, reverse, nonlinearity == "relu",
+                                 hs, gates, parts, gemm_parts, team)
     h_T = _final(hs, a.T, reverse).copy()
     y = _outputs(hs, a, reverse, training)
     cache = None
@@ -116,9 +125,10 @@ def rnn_backward(dy, dh_T, cache, *, input_grad=True):
         parts, gemm_parts = _thread_parts(a, 1, True)
         team = _step_parts(a, 1, parts, True)
         with single_threaded_blas(max(gemm_parts, team)):
-            _kernels.rnn_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["relu"],
-                                  data["hs"], dy, dh, np.empty_like(dh), dpre, dx, dw_ih,
-                                  dw_hh, db, parts, gemm_parts, team)
+            _kernels.rnn_backward(x, a.w_ih, a.w_hh, a.lengths, ONE_HOT_LOOKUP,
+                                  data["reverse"], data["relu"], data["hs"], dy, dh,
+                                  np.empty_like(dh), dpre, dx, dw_ih, dw_hh, db, parts,
+                                  gemm_parts, team)
     return RNNGrads(dx, dh, dw_ih, dw_hh, db, db.copy())
 
 
@@ -154,8 +164,9 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=Fal
         parts, gemm_parts = _thread_parts(a, 4, training)
         team = _step_parts(a, 4, parts, training)
         with single_threaded_blas(max(gemm_parts, team)):
-            _kernels.lstm_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths, reverse,
-                                  training, hs, cs, gates, parts, gemm_parts, team)
+            _kernels.lstm_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths,
+                                  training and ONE_HOT_LOOKUP, reverse, training, hs, cs,
+                                  gates, parts, gemm_parts, team)
     h_T = _final(hs, a.T, reverse).copy()
     c_T = (_final(cs, a.T, reverse) if training else cs[a.T % 2]).copy()
     y = _outputs(hs, a, reverse, training)
@@ -185,9 +196,10 @@ def lstm_backward(dy, dh_T, dc_T, cache, *, input_grad=True):
         parts, gemm_parts = _thread_parts(a, 4, True)
         team = _step_parts(a, 4, parts, True)
         with single_threaded_blas(max(gemm_parts, team)):
-            _kernels.lstm_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
-                                   data["cs"], data["gates"], dy, dh, dc, np.empty_like(dh),
-                                   dx, dw_ih, dw_hh, db, parts, gemm_parts, team)
+            _kernels.lstm_backward(x, a.w_ih, a.w_hh, a.lengths, ONE_HOT_LOOKUP,
+                                   data["reverse"], data["hs"], data["cs"], data["gates"], dy,
+                                   dh, dc, np.empty_like(dh), dx, dw_ih, dw_hh, db, parts,
+                                   gemm_parts, team)
     return LSTMGrads(dx, dh, dc, dw_ih, dw_hh, db, db.copy())
 
 
@@ -220,8 +232,9 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False,
         parts, gemm_parts = _thread_parts(a, 3, training)
         team = _step_parts(a, 3, parts, training)
         with single_threaded_blas(max(gemm_parts, team)):
-            _kernels.gru_forward(a.x, a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.lengths, reverse,
-                                 hs, gates, hh, gh_n, parts, gemm_parts, team)
+            _kernels.gru_forward(a.x, a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.lengths,
+                                 training and ONE_HOT_LOOKUP, reverse, hs, gates, hh, gh_n,
+                                 parts, gemm_parts, team)
     h_T = _final(hs, a.T, reverse).copy()
     y = _outputs(hs, a, reverse, training)
     cache = None
@@ -249,10 +262,10 @@ def gru_backward(dy, dh_T, cache, *, input_grad=True):
         parts, gemm_parts = _thread_parts(a, 3, True)
         team = _step_parts(a, 3, parts, True)
         with single_threaded_blas(max(gemm_parts, team)):
-            _kernels.gru_backward(x, a.w_ih, a.w_hh, a.lengths, data["reverse"], data["hs"],
-                                  data["gates"], data["gh_n"], dy, dh, np.empty_like(dh),
-                                  dgh, dx, dw_ih, dw_hh, db_ih, db_hh, parts, gemm_parts,
-                                  team)
+            _kernels.gru_backward(x, a.w_ih, a.w_hh, a.lengths, ONE_HOT_LOOKUP,
+                                  data["reverse"], data["hs"], data["gates"], data["gh_n"], dy,
+                                  dh, np.empty_like(dh), dgh, dx, dw_ih, dw_hh, db_ih, db_hh,
+                                  parts, gemm_parts, team)
     return GRUGrads(dx, dh, dw_ih, dw_hh, db_ih, db_hh)
 
 

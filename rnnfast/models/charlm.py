@@ -7,9 +7,10 @@ Model, for characters ``x_1 .. x_T`` with ids in ``[0, V)``::
     logits_t = h_t W^T + b                       (V,)   rnnfast.Linear
     loss     = mean_t -log softmax(logits_t)[x_{t+1}]   nats per character
 
-Bits per character are ``loss / ln 2``. The one-hot input turns the recurrent layer's
-input projection into a GEMM with a (V, G*H) weight: the embedding lookup and the
-projection in one.
+Bits per character are ``loss / ln 2``. The one-hot input makes the recurrent layer's
+(G*H, V) input weight the embedding table: in training the kernels see one-hot rows
+and look the projection up in it (and sum its gradient from the gate gradients'
+rows) instead of multiplying by x, and backward skips the gradient of the input.
 
 Training is char-rnn's truncated BPTT (see :mod:`rnnfast.text`): the training text is
 cut into B streams, each batch is T steps of all of them, the recurrent state carries
