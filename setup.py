@@ -90,6 +90,7 @@ setup(
     ext_modules=cythonize(
         [extension("_blas"), extension("_pool", numpy_api=True), extension("_helpers"),
          extension("_kernels", parallel=True, numpy_api=True),
+         extension("_products", parallel=True),
          extension("_stream", parallel=True, numpy_api=True)],
         compiler_directives=COMPILER_DIRECTIVES,
         force=DEBUG or None,  # regenerate the C: the directives differ from a normal build

@@ -45,6 +45,11 @@ MIN_WORK_PER_THREAD = 2_000_000  # multiply-adds: some tens of microseconds
 # T = 100, 2 threads, against 32M: LSTM B = 4, H = 128 (52M) +30 %, LSTM B = 1,
 # H = 256 +16 %, GRU B = 1, H = 256 (39M) +20 %; at 8M, 13M-20M calls gained 0-13 %.
 MIN_GEMM_WORK_PER_THREAD = 16_000_000
+# A model layer's product (rnnfast.Linear) splits its rows over threads from this
+# many multiply-adds per thread: waking the second thread costs tens of
+# microseconds. (N, D, O) = (1600, 192, 103), 32M: 0.69 -> 0.41 ms on 2 threads;
+# 16M: 0.35 -> 0.24 ms; 8M: 0.175 -> 0.153 ms; 1.6M: 0.037 -> 0.078 ms.
+MIN_PRODUCT_WORK_PER_THREAD = 8_000_000
 # A batch too small to split shares each step between threads (step_parts) from
 # this many multiply-adds of the step's recurrent product per thread, with two
 # panels of 32 columns of the product at least per thread, and in training over
@@ -174,6 +179,13 @@ def gemm_parts(rows, multiply_adds, parts):
     by_work = multiply_adds // MIN_GEMM_WORK_PER_THREAD
     return _team(int(max(parts, min(max_threads(), rows // MIN_ROWS_PER_THREAD, by_work))))
 
+
+
+def product_parts(rows, multiply_adds):
+    """Threads for a model layer's product of ``rows`` output rows and
+    ``multiply_adds`` in all (``rnnfast._products.multiply``)."""
+    by_work = multiply_adds // MIN_PRODUCT_WORK_PER_THREAD
+    return _team(int(max(1, min(max_threads(), rows // MIN_ROWS_PER_THREAD, by_work))))
 
 
 class single_threaded_blas:

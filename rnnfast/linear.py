@@ -25,10 +25,43 @@ import numbers
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _products
+from ._blas import BLAS_Trans
 from ._checks import _float_array
+from ._threads import product_parts, single_threaded_blas
 
 __all__ = ["Linear"]
+
+
+def _product(a, b, transpose_a=False, transpose_b=False):
+    """op(a) @ op(b) for 2-d arrays of one float dtype: NumPy's, or for large ones the
+    rows split over the kernels' threads (rnnfast._products)."""
+    m, k = a.shape[::-1] if transpose_a else a.shape
+    n = b.shape[0] if transpose_b else b.shape[1]
+    parts = product_parts(m, m * n * k)
+    if parts == 1:
+        return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
+    out = np.empty((m, n), a.dtype)
+    _multiply(a, b, transpose_a, transpose_b, 0.0, out, parts)
+    return out
+
+
+def _add_product(target, a, b):
+    """target += a^T @ b, in place (a weight gradient)."""
+    m, n, k = a.shape[1], b.shape[1], a.shape[0]
+    parts = product_parts(m, m * n * k)
+    if parts > 1 and target.flags.c_contiguous and target.dtype == a.dtype:
+        _multiply(a, b, True, False, 1.0, target, parts)
+    else:
+        target += _product(a, b, transpose_a=True)
+
+
+def _multiply(a, b, transpose_a, transpose_b, beta, out, parts):
+    """out[...] = op(a) @ op(b) + beta * out on ``parts`` threads."""
+    trans = {False: BLAS_Trans.NoTrans, True: BLAS_Trans.Trans}
+    with single_threaded_blas(parts):
+        _products.multiply(trans[transpose_a], trans[transpose_b], np.ascontiguousarray(a),
+                           np.ascontiguousarray(b), beta, out, parts)
 
 
 def float_dtype(dtype, name="dtype"):
@@ -173,7 +206,7 @@ class Linear:
             raise ValueError(f"x must have shape (..., in_features) = "
                              f"(..., {self.in_features}), got {x.shape}")
         x2 = x.reshape(-1, self.in_features)                  # (N, D)
-        y = x2 @ self.params["weight"].T                       # (N, O)
+        y = _product(x2, self.params["weight"], transpose_b=True)   # (N, O) = x W^T
         if self.bias:
             y += self.params["bias"]
         self._x = x
@@ -209,12 +242,14 @@ class Linear:
         x2 = x.reshape(-1, self.in_features)                   # (N, D)
         dy2 = dy.reshape(-1, self.out_features)                # (N, O)
         # dW += dy^T x
-        self.grads["weight"] += dy2.T @ x2
+        _add_product(self.grads["weight"], dy2, x2)
         if self.bias:
             # db += sum over N of dy, accumulated in float64
             self.grads["bias"] += dy2.sum(axis=0, dtype=np.float64).astype(self.dtype)
         # dx = dy W
-        return (dy2 @ self.params["weight"]).reshape(x.shape) if input_grad else None
+        if not input_grad:
+            return None
+        return _product(dy2, self.params["weight"]).reshape(x.shape)
 
     # ------------------------------------------------------------------ protocol
 

@@ -107,10 +107,12 @@ CELL_VARIANTS = {"rnn_tanh": ("rnn", {"nonlinearity": "tanh"}),
 @pytest.fixture(autouse=True)
 def split_small_batches(monkeypatch):
     """The tests' shapes are small: let calls with B >= 8 (T*B >= 8 for the GEMMs over
-    all steps) still take the multi-threaded path, which the library keeps for calls
-    with enough work to gain from it."""
+    all steps, 8 output rows for a Linear layer's products) still take the
+    multi-threaded path, which the library keeps for calls with enough work to gain
+    from it."""
     monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
     monkeypatch.setattr(_threads, "MIN_GEMM_WORK_PER_THREAD", 1)
+    monkeypatch.setattr(_threads, "MIN_PRODUCT_WORK_PER_THREAD", 1)
 
 
 def rnnfast_env(env=None):

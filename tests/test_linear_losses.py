@@ -163,6 +163,50 @@ def test_linear_without_input_grad(rng):
         np.testing.assert_array_equal(without_dx.grads[name], grad, err_msg=name)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_products_on_threads_match_numpy(dtype, rng, monkeypatch):
+    """Products of 8 rows or more split their rows over the threads (the suite's
+    thresholds); the same layer on one thread (NumPy's products) agrees."""
+    from rnnfast import _threads
+    x = rng.standard_normal((3, 7, 5)).astype(dtype)     # N = 21 rows
+    dy = rng.standard_normal((3, 7, 9)).astype(dtype)
+    results = []
+    for threads in (2, 1):
+        monkeypatch.setattr(_threads, "max_threads", lambda: threads)
+        lin = Linear(5, 9, seed=3, dtype=dtype)
+        lin.grads["weight"] += 1                            # backward adds into it
+        results.append((lin(x), lin.backward(dy), lin.grads["weight"].copy()))
+    for name, threaded, single in zip(("y", "dx", "dW"), *results):
+        assert_close(threaded, single, dtype, name)
+
+
+def test_linear_weight_gradient_held_elsewhere(rng):
+    """A gradient array replaced by a non-contiguous view still receives dW."""
+    lin = Linear(6, 10, seed=0, dtype=np.float64)
+    twin = Linear(6, 10, seed=0, dtype=np.float64)
+    storage = np.zeros((6, 10))
+    lin.grads["weight"] = storage.T                         # (10, 6), F-ordered
+    x, dy = rng.standard_normal((12, 6)), rng.standard_normal((12, 10))
+    for layer in (lin, twin):
+        layer(x)
+        layer.backward(dy)
+    assert_close(storage.T, twin.grads["weight"], np.float64, "dW")
+
+
+def test_threaded_products_check_their_shapes():
+    from rnnfast._blas import BLAS_Trans
+    from rnnfast._products import multiply
+    a, b = np.ones((4, 3)), np.ones((3, 5))
+    with pytest.raises(ValueError, match="op\\(a\\) 4x3, op\\(b\\) 3x5 and c 4x4 do not fit"):
+        multiply(BLAS_Trans.NoTrans, BLAS_Trans.NoTrans, a, b, 0.0, np.empty((4, 4)), 2)
+    c = np.full((4, 5), 2.0)
+    multiply(BLAS_Trans.NoTrans, BLAS_Trans.NoTrans, np.ones((4, 0)), np.ones((0, 5)), 0.5,
+             c, 8)                                          # empty sum, more parts than rows
+    np.testing.assert_array_equal(c, np.ones((4, 5)))
+    multiply(BLAS_Trans.Trans, BLAS_Trans.NoTrans, np.ones((3, 4)), b, 1.0, c, 8)
+    np.testing.assert_array_equal(c, np.full((4, 5), 4.0))
+
+
 def test_linear_errors():
     lin = Linear(4, 3, seed=0)
     with pytest.raises(ValueError, match=r"backward called before forward"):
