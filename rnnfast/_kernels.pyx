@@ -1000,7 +1000,9 @@ cdef int32_t *one_hot_rows(Py_ssize_t rows, Py_ssize_t D, const floating *x) noe
 def one_hot_ids(const floating[:, :, ::1] x):
     """What the training kernels find in x (T, B, D) when asked to look for one-hot
     rows: (T*B,) int32 (one_hot_rows), or None."""
-    cdef int32_t *ids = one_hot_rows(x.shape[0] * x.shape[1], x.shape[2], &x[0, 0, 0])
+    cdef int32_t *ids = NULL
+    if x.shape[0] * x.shape[1] * x.shape[2] > 0:   # no element to point at otherwise
+        ids = one_hot_rows(x.shape[0] * x.shape[1], x.shape[2], &x[0, 0, 0])
     if ids == NULL:
         return None
     try:
