@@ -5,8 +5,9 @@ Environment switches:
 - RNNFAST_OPENMP=0: build without OpenMP (the kernels then run on one thread).
 - RNNFAST_DEBUG=1: memory-safety build, for tests only: Cython bounds, wraparound and
   initialization checks on, and the C compiled and linked with AddressSanitizer and
-  UndefinedBehaviorSanitizer (-O1 -g); the buffer pool keeps nothing unless told to. Python is not instrumented, so run it with the
-  ASan runtime preloaded; README's "Memory-safety build" has the commands.
+  UndefinedBehaviorSanitizer (-O1 -g); the buffer pool keeps nothing unless told to.
+  Python is not instrumented, so run it with the ASan runtime preloaded; README's
+  "Memory-safety build" has the commands.
 OpenMP is used when the compiler accepts -fopenmp, and left out otherwise.
 """
 
@@ -66,8 +67,8 @@ def openmp_flags():
 OPENMP = openmp_flags()
 
 
-def extension(name, parallel=False, numpy_api=False):
-    flags = OPENMP if parallel else []
+def extension(name, parallel=False, numpy_api=False, flags=()):
+    openmp = OPENMP if parallel else []
     include_dirs = ["csrc"]
     macros = []
     if numpy_api:
@@ -81,8 +82,8 @@ def extension(name, parallel=False, numpy_api=False):
         depends=sorted(glob.glob("csrc/*.h")),  # rebuild when a C header changes
         include_dirs=include_dirs,
         define_macros=macros,
-        extra_compile_args=compile_args() + flags,
-        extra_link_args=flags + (SANITIZE if DEBUG else []),
+        extra_compile_args=compile_args() + openmp + list(flags),
+        extra_link_args=openmp + (SANITIZE if DEBUG else []),
     )
 
 
@@ -91,6 +92,8 @@ setup(
         [extension("_blas"), extension("_pool", numpy_api=True), extension("_helpers"),
          extension("_kernels", parallel=True, numpy_api=True),
          extension("_products", parallel=True),
+         # bitwise the NumPy form's updates: no a * b + c contracted into one rounding
+         extension("_updates", flags=[] if sys.platform == "win32" else ["-ffp-contract=off"]),
          extension("_stream", parallel=True, numpy_api=True)],
         compiler_directives=COMPILER_DIRECTIVES,
         force=DEBUG or None,  # regenerate the C: the directives differ from a normal build

@@ -39,12 +39,18 @@ Adam / AdamW (t = number of steps taken, starting at 1)::
     m = lerp(m, g, 1 - beta1)        = beta1 * m + (1 - beta1) * g
     v = beta2 * v + (1 - beta2) * g * g
     p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+Adam and AdamW update each C-contiguous parameter in one pass in C
+(``rnnfast._updates``), with the same operations in the same order as the NumPy
+lines of ``Adam._update``, which any other layout takes: bitwise the same values.
 """
 
 import math
 from collections.abc import Mapping
 
 import numpy as np
+
+from . import _updates
 
 __all__ = ["SGD", "Adam", "AdamW", "clip_grad_norm"]
 
@@ -124,6 +130,14 @@ def _lerp_(start, end, weight):
         start += weight * (end - start)
     else:
         np.subtract(end, (end - start) * (1.0 - weight), out=start)
+
+
+def _fusable(param, *arrays):
+    """Whether ``rnnfast._updates`` can update ``param`` from ``arrays`` (its gradient
+    and state): all C-contiguous ndarrays of its dtype and size."""
+    return all(isinstance(array, np.ndarray) and array.dtype == param.dtype
+               and array.size == param.size and array.flags.c_contiguous
+               for array in (param,) + arrays)
 
 
 class _Optimizer:
@@ -335,11 +349,6 @@ class Adam(_Optimizer):
 
     def _update(self, state, param, grad):
         beta1, beta2 = self.betas
-        if self.weight_decay != 0:
-            if self._decoupled:
-                param *= 1 - self.lr * self.weight_decay
-            else:
-                grad = grad + self.weight_decay * param
         if not state:
             state["step"] = 0
             state["exp_avg"] = np.zeros_like(param)
@@ -347,6 +356,20 @@ class Adam(_Optimizer):
         state["step"] += 1
         step = state["step"]
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        if _fusable(param, grad, exp_avg, exp_avg_sq):
+            # the lines below in one pass, bitwise the same values
+            decay = self.weight_decay != 0
+            _updates.adam_update(
+                param.reshape(-1), grad.reshape(-1), exp_avg.reshape(-1),
+                exp_avg_sq.reshape(-1), decay and not self._decoupled, self.weight_decay,
+                decay and self._decoupled, 1 - self.lr * self.weight_decay, 1 - beta1, beta2,
+                self.lr / (1 - beta1 ** step), (1 - beta2 ** step) ** 0.5, self.eps)
+            return
+        if self.weight_decay != 0:
+            if self._decoupled:
+                param *= 1 - self.lr * self.weight_decay
+            else:
+                grad = grad + self.weight_decay * param
         # m = beta1 m + (1 - beta1) g ;  v = beta2 v + (1 - beta2) g^2
         _lerp_(exp_avg, grad, 1 - beta1)
         exp_avg_sq *= beta2

@@ -131,6 +131,49 @@ def test_optimizer_matches_torch(name, options, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name, options", [case for case in CASES if case[0] != "SGD"],
+                         ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items())}"
+                              for n, o in CASES if n != "SGD"])
+def test_fused_adam_is_bitwise_the_numpy_form(name, options, dtype, monkeypatch):
+    """Adam and AdamW update C-contiguous parameters in one C pass (rnnfast._updates);
+    any other layout takes the NumPy operations. Both give the same bits."""
+    from rnnfast import optim
+    runs = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(optim, "_fusable", lambda *arrays: False)
+        modules = make_modules(dtype)
+        optimizer = {"Adam": Adam, "AdamW": AdamW}[name](modules, **options)
+        rng = np.random.default_rng(1)
+        for _ in range(5):
+            for module in modules:
+                for grad in module.grads.values():
+                    grad[...] = rng.standard_normal(grad.shape)
+            optimizer.step()
+        runs.append([value for module in modules for value in module.params.values()]
+                    + [buffer for state in optimizer.state.values()
+                       for buffer in (state["exp_avg"], state["exp_avg_sq"])])
+    for k, (fused_value, numpy_value) in enumerate(zip(*runs)):
+        np.testing.assert_array_equal(fused_value, numpy_value, err_msg=f"array {k}",
+                                      strict=True)
+
+
+def test_adam_updates_a_strided_parameter(monkeypatch):
+    """A parameter that is a strided view takes the NumPy operations, in place."""
+    storage = np.ones((4, 6))
+    holder = Holder([], np.float64, None)
+    holder.params = {"w": storage[:, ::2]}
+    holder.grads = {"w": np.full((4, 3), 0.5)}
+    twin = Holder([(4, 3)], np.float64, np.random.default_rng(0))
+    twin.params["p0"][...] = 1
+    twin.grads["p0"][...] = 0.5
+    for module in (holder, twin):
+        Adam([module], lr=0.1, weight_decay=0.01).step()
+    np.testing.assert_array_equal(storage[:, ::2], twin.params["p0"])
+    np.testing.assert_array_equal(storage[:, 1::2], 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_learning_rate_changed_between_steps(dtype):
     torch = require_torch()
     modules = make_modules(dtype)
