@@ -16,8 +16,8 @@ What ``test_errors.py`` and ``test_semantics.py`` leave out:
 - the layers and streams: bad input raises an error naming the argument; NaN through a
   stream stays in its row; mixed float32/float64 input gives results of the layer's
   dtype (README: "chosen by ``w_ih``; float arguments of another width are cast");
-- smoke runs of ``bench/bench_threads.py --quick`` and ``bench/bench_bidirectional.py
-  --quick`` (their JSON, never their timings).
+- smoke runs of ``bench/bench_threads.py --quick``, ``bench/bench_bidirectional.py
+  --quick`` and ``bench/bench_models.py --quick`` (their JSON, never their timings).
 
 Shape legend: T = steps, B = batch, D = input features, H = hidden units,
 G = stacked gates (RNN 1, LSTM 4, GRU 3), L = layers, N = directions.
@@ -884,3 +884,26 @@ def test_bench_bidirectional_quick_run_writes_json(tmp_path, capsys):
         assert seconds["at once"] > 0 and seconds["in turn"] > 0
         if row["mode"] == "training":     # ONNX Runtime has no backward
             assert seconds["onnxruntime"] is None
+
+
+BENCH_MODELS = ROOT / "bench" / "bench_models.py"
+
+
+def test_bench_models_quick_run_writes_json(tmp_path, capsys):
+    """``bench/bench_models.py --quick``: its table and JSON have the documented form,
+    and where PyTorch is installed its losses and gradients agreed with rnnfast's.
+    Timings are never asserted (DESIGN.md)."""
+    bench = load_bench_script(BENCH_MODELS)
+    path = tmp_path / "models.json"
+    assert bench.main(["--quick", "--json", str(path)]) == 0
+    assert "| model | cell | L x H | T,B,D | rnnfast ms | torch ms |" in capsys.readouterr().out
+    results = json.loads(path.read_text())
+    assert results["threads"] >= 1 and results["machine"]["cpu_count"] >= 1
+    rows = results["rows"]
+    assert [(r["kind"], r["cell"], r["layers"], r["hidden"]) for r in rows] == [
+        (m.kind, m.cell, m.layers, m.hidden) for m in bench.QUICK_MODELS]
+    torch_installed = importlib.util.find_spec("torch") is not None
+    for row in rows:
+        assert row["seconds"]["rnnfast"] > 0
+        assert row["agree"] is (True if torch_installed else None)
+        assert (row["seconds"]["torch"] > 0) if torch_installed else row["seconds"]["torch"] is None
