@@ -120,7 +120,7 @@ def rnn_backward(dy, dh_T, cache, *, input_grad=True):
     dy, dh = _incoming_grads(cache, dy, dh_T)
     cache.consumed = True
     dx, dw_ih, dw_hh, db = _grad_buffers(a, input_grad)
-    if _has_steps(a):
+    if a.T * a.B:
         dpre = _pool.empty((a.T, a.B, a.H), a.dtype)
         parts, gemm_parts = _thread_parts(a, 1, True)
         team = _step_parts(a, 1, parts, True)
@@ -192,7 +192,7 @@ def lstm_backward(dy, dh_T, dc_T, cache, *, input_grad=True):
     dc = _state_grad("dc_T", dc_T, cache)
     cache.consumed = True
     dx, dw_ih, dw_hh, db = _grad_buffers(a, input_grad)
-    if _has_steps(a):
+    if a.T * a.B:
         parts, gemm_parts = _thread_parts(a, 4, True)
         team = _step_parts(a, 4, parts, True)
         with single_threaded_blas(max(gemm_parts, team)):
@@ -256,8 +256,8 @@ def gru_backward(dy, dh_T, cache, *, input_grad=True):
     dy, dh = _incoming_grads(cache, dy, dh_T)
     cache.consumed = True
     dx, dw_ih, dw_hh, db_ih = _grad_buffers(a, input_grad)
-    db_hh = np.zeros_like(db_ih)
-    if _has_steps(a):
+    db_hh = np.empty_like(db_ih) if a.T * a.B else np.zeros_like(db_ih)
+    if a.T * a.B:
         dgh = np.empty((a.B, 3 * a.H), a.dtype)
         parts, gemm_parts = _thread_parts(a, 3, True)
         team = _step_parts(a, 3, parts, True)
@@ -355,8 +355,11 @@ def _incoming_grads(cache, dy, dh_T):
 
 
 def _grad_buffers(a, input_grad):
-    """dx (T, B, D) (None without ``input_grad``) and dw_ih, dw_hh, db for the kernels
-    to fill (zeros if none runs)."""
+    """dx (T, B, D) (None without ``input_grad``) and dw_ih, dw_hh, db for the kernels,
+    which set every value of them; zeros where none runs (T*B = 0, checked here)."""
     dx = _pool.empty(a.x.shape, a.dtype) if input_grad else None
+    if _has_steps(a):
+        return (dx, _pool.empty(a.w_ih.shape, a.dtype), _pool.empty(a.w_hh.shape, a.dtype),
+                np.empty(a.b_ih.shape, a.dtype))
     return (dx, _pool.zeros(a.w_ih.shape, a.dtype), _pool.zeros(a.w_hh.shape, a.dtype),
-            np.zeros_like(a.b_ih))
+            np.zeros(a.b_ih.shape, a.dtype))
