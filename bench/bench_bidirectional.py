@@ -35,7 +35,6 @@ Run it from the repository root with rnnfast built or installed::
 import argparse
 import contextlib
 import importlib
-import json
 import sys
 
 import numpy as np
@@ -44,7 +43,7 @@ import rnnfast
 from rnnfast import _threads
 from rnnfast._argtypes import positive_float, shape as shape_argument
 from rnnfast._bench_machine import (TimingSettings, limited_threads, machine_info, time_best,
-                                    time_interleaved)
+                                    time_interleaved, write_json)
 from rnnfast._bench_peers import (CELLS, ONNX_OPERATOR, ONNX_OPSET, _onnx_gates, as_numpy,
                                   import_peer, onnx_session)
 from rnnfast.benchmark import rerun_on_equal_openmp
@@ -242,10 +241,8 @@ def main(argv=None, rerun=False):
                     rows.append(measure(cell, shape, mode, settings))
     print(format_table(rows, threads))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine_info(threads, ("torch", "onnxruntime")),
-                       "threads": threads, "rows": rows}, f, indent=2)
-            f.write("\n")
+        write_json(args.json, {"machine": machine_info(threads, ("torch", "onnxruntime")),
+                               "threads": threads, "rows": rows})
     if not all(row["agree"] for row in rows):
         print("error: an implementation's outputs differ from rnnfast's", file=sys.stderr)
         return 1

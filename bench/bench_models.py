@@ -30,7 +30,6 @@ Run it from the repository root with rnnfast built or installed, and PyTorch::
 """
 
 import argparse
-import json
 import sys
 from typing import NamedTuple
 
@@ -39,7 +38,8 @@ import numpy as np
 import rnnfast
 from rnnfast import _threads
 from rnnfast._argtypes import positive_float
-from rnnfast._bench_machine import TimingSettings, limited_threads, machine_info, time_interleaved
+from rnnfast._bench_machine import (TimingSettings, limited_threads, machine_info,
+                                    time_interleaved, write_json)
 from rnnfast._bench_peers import import_peer
 from rnnfast.benchmark import rerun_on_equal_openmp
 
@@ -228,10 +228,8 @@ def main(argv=None, rerun=False):
                                                        else MODELS)]
     print(format_table(rows, threads))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine_info(threads, ("torch",)), "threads": threads,
-                       "rows": rows}, f, indent=2)
-            f.write("\n")
+        write_json(args.json, {"machine": machine_info(threads, ("torch",)),
+                               "threads": threads, "rows": rows})
     if any(row["agree"] is False for row in rows):
         print("error: rnnfast's loss or gradients differ from PyTorch's", file=sys.stderr)
         return 1

@@ -45,7 +45,6 @@ Run it from the repository root with rnnfast built or installed::
 """
 
 import argparse
-import json
 import sys
 import threading
 import time
@@ -56,6 +55,7 @@ from threadpoolctl import threadpool_limits
 import rnnfast
 from rnnfast import benchmark
 from rnnfast._threads import batch_parts
+from rnnfast._bench_machine import write_json
 from rnnfast.benchmark import load_average
 
 __all__ = ["CELLS", "MODES", "CONTROLS", "make_workload", "make_control", "time_serial",
@@ -365,9 +365,7 @@ def main(argv=None):
                             controls=not args.no_controls)
     print(format_table(results))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
+        write_json(args.json, results)
     load = results["machine"]["load_average_before"]
     if load and load[0] > 0.5 * (results["machine"]["usable_cpus"] or 1):
         print(f"warning: the 1-minute load average was {load[0]:.2f} at the start; "

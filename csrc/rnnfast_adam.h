@@ -23,7 +23,14 @@
 
 #include "rnnfast_gates.h"  /* RNNFAST_CLONES, RNNFAST_RESTRICT */
 
-#define RNNFAST_ADAM_BODY(REAL, SQRT)                                                    \
+/* adam_update_f32 / _f64: coupled: add weight_decay * p to g (Adam); decoupled:
+ * multiply p by decay first (AdamW); weight = 1 - beta1. */
+#define RNNFAST_ADAM_UPDATE(NAME, REAL, SQRT)                                            \
+    RNNFAST_CLONES static void NAME(                                                     \
+        ptrdiff_t n, REAL *RNNFAST_RESTRICT param, const REAL *RNNFAST_RESTRICT grad,    \
+        REAL *RNNFAST_RESTRICT exp_avg, REAL *RNNFAST_RESTRICT exp_avg_sq, int coupled,  \
+        double weight_decay, int decoupled, double decay, double weight, double beta2,   \
+        double step_size, double bias_correction2_sqrt, double eps)                      \
     {                                                                                    \
         const REAL wd = (REAL)weight_decay, keep = (REAL)decay, w = (REAL)weight;         \
         const REAL w_rest = (REAL)(1.0 - weight), b2 = (REAL)beta2;                       \
@@ -43,26 +50,9 @@
         }                                                                                \
     }
 
-/* coupled: add weight_decay * p to g (Adam); decoupled: multiply p by decay first
- * (AdamW); weight = 1 - beta1. */
-RNNFAST_CLONES static void adam_update_f32(ptrdiff_t n, float *RNNFAST_RESTRICT param,
-                                           const float *RNNFAST_RESTRICT grad,
-                                           float *RNNFAST_RESTRICT exp_avg,
-                                           float *RNNFAST_RESTRICT exp_avg_sq, int coupled,
-                                           double weight_decay, int decoupled, double decay,
-                                           double weight, double beta2, double step_size,
-                                           double bias_correction2_sqrt, double eps)
-RNNFAST_ADAM_BODY(float, sqrtf)
+RNNFAST_ADAM_UPDATE(adam_update_f32, float, sqrtf)
+RNNFAST_ADAM_UPDATE(adam_update_f64, double, sqrt)
 
-RNNFAST_CLONES static void adam_update_f64(ptrdiff_t n, double *RNNFAST_RESTRICT param,
-                                           const double *RNNFAST_RESTRICT grad,
-                                           double *RNNFAST_RESTRICT exp_avg,
-                                           double *RNNFAST_RESTRICT exp_avg_sq, int coupled,
-                                           double weight_decay, int decoupled, double decay,
-                                           double weight, double beta2, double step_size,
-                                           double bias_correction2_sqrt, double eps)
-RNNFAST_ADAM_BODY(double, sqrt)
-
-#undef RNNFAST_ADAM_BODY
+#undef RNNFAST_ADAM_UPDATE
 
 #endif /* RNNFAST_ADAM_H */

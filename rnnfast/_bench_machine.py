@@ -2,6 +2,7 @@
 the timing loop and the machine's sgemm peak. Importing it imports no peer."""
 
 import gc
+import json
 import math
 import os
 import platform
@@ -160,6 +161,13 @@ def machine_info(threads, peers=()):
     if "jax" in peers and import_peer("jax") is not None:
         info["jax_threads"] = jax_threads(threads)
     return info
+
+
+def write_json(path, results):
+    """``results`` as indented JSON in the file ``path``, ending in a newline."""
+    with open(path, "w") as file:
+        json.dump(results, file, indent=2)
+        file.write("\n")
 
 
 @contextmanager

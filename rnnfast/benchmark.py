@@ -99,7 +99,6 @@ Run it with rnnfast installed (``pip install "rnnfast[bench]"`` adds the peers):
 """
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -111,7 +110,7 @@ from . import _bench_memory, _bench_report
 from ._argtypes import positive_float, positive_int, shape as shape_argument
 from ._bench_machine import (TimingSettings, limited_threads, load_average, machine_info,
                              openmp_runtimes, sgemm_peak, time_best, time_interleaved,
-                             torch_has_own_openmp, usable_cpus)
+                             torch_has_own_openmp, usable_cpus, write_json)
 from ._bench_peers import (CELLS, PEERS, as_numpy, import_peer, jax_threads, make_problem,
                            missing_peer_message, peer_runs_at, runner, stream_callable)
 from ._openmp import WAIT_POLICY_VARIABLES
@@ -660,9 +659,7 @@ def run_from_arguments(args, rerun=False):
               "started; other work on the machine skews the timings", file=sys.stderr)
     print(format_tables(results))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
+        write_json(args.json, results)
     if args.plot:
         _write_plot(args.plot, results)
     return 0
