@@ -180,7 +180,6 @@ def gemm_parts(rows, multiply_adds, parts):
     return _team(int(max(parts, min(max_threads(), rows // MIN_ROWS_PER_THREAD, by_work))))
 
 
-
 def product_parts(rows, multiply_adds):
     """Threads for a model layer's product of ``rows`` output rows and
     ``multiply_adds`` in all (``rnnfast._products.multiply``)."""
