@@ -4,10 +4,10 @@ A step is what a training loop does per batch: zero the gradients, forward, loss
 backward, clip the gradient norm, one Adam step. Both libraries hold the same model
 with the same weights and see the same batch, float32:
 
-* ``char``: a character model as ``rnnfast demo`` trains it: one-hot characters
-  (V = 103 columns) into L recurrent layers of H units, a Linear layer to V logits at
-  every position, softmax cross-entropy over all T*B positions, gradient norm clipped
-  at 5. No gradient of the one-hot input is wanted (rnnfast: ``input_grad=False``;
+* ``char``: a character model like ``rnnfast demo``'s (without its dropout): one-hot
+  characters (V = 103 columns) into L recurrent layers of H units, a Linear layer to V
+  logits at every position, softmax cross-entropy over all T*B positions, gradient
+  norm clipped at 5. No gradient of the one-hot input is wanted (rnnfast: ``input_grad=False``;
   PyTorch: the input does not require grad). rnnfast looks the input projection of
   one-hot rows up (rnnfast.functional), where PyTorch multiplies by them;
 * ``series``: a forecaster's network: one value per step into one recurrent layer, a
