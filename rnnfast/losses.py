@@ -13,6 +13,7 @@ dtype: the prediction (``pred`` / ``logits``) chooses it when it is float32 or f
 
 import numpy as np
 
+from . import _losses
 from ._checks import _as_array
 
 __all__ = ["mse_loss", "cross_entropy"]
@@ -110,7 +111,8 @@ def cross_entropy(logits, targets, ignore_index=-100):
     where the counted positions are those with ``targets != ignore_index`` and n is their
     number. The log-sum-exp subtracts each row's maximum first, so any finite logits
     (1e4, -1e4) give finite results without overflow. Ignored positions are never
-    read: their logits may hold anything (nan included).
+    read: their logits may hold anything (nan included). One pass in C per row
+    (rnnfast._losses); the loss sums in float64.
 
     Parameters
     ----------
@@ -147,35 +149,17 @@ def cross_entropy(logits, targets, ignore_index=-100):
                                                                    (int, np.integer)):
         raise TypeError(f"ignore_index must be an integer, got "
                         f"{type(ignore_index).__name__} {ignore_index!r}")
+    if not -2**63 <= ignore_index < 2**63:
+        raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
 
-    flat_logits = logits.reshape(-1, C)                       # (N, C)
-    flat_targets = targets.reshape(-1).astype(np.int64)       # (N,)
-    counted = flat_targets != ignore_index                    # (N,) bool
-    bad = counted & ((flat_targets < 0) | (flat_targets >= C))
-    if np.any(bad):
-        where = np.unravel_index(int(np.argmax(bad)), targets.shape)
+    flat_logits = np.ascontiguousarray(logits.reshape(-1, C))           # (N, C)
+    flat_targets = np.ascontiguousarray(targets.reshape(-1), dtype=np.int64)  # (N,)
+    dlogits = np.empty(flat_logits.shape, logits.dtype)                 # (N, C)
+    loss, _, bad_row = _losses.softmax_cross_entropy(flat_logits, flat_targets,
+                                                     ignore_index, dlogits)
+    if bad_row >= 0:
+        where = np.unravel_index(bad_row, targets.shape)
         raise ValueError(f"targets must be class indices in [0, C) = [0, {C}) or "
                          f"ignore_index = {ignore_index}, got {targets[where]} at index "
                          f"{tuple(int(i) for i in where)}")
-
-    rows = np.flatnonzero(counted)                             # (n,) counted positions
-    n = rows.size
-    if n == 0:
-        return float("nan"), np.zeros_like(logits)
-    everything = n == len(flat_targets)
-    counted_logits = flat_logits if everything else flat_logits[rows]      # (n, C)
-    z = counted_logits - counted_logits.max(axis=1, keepdims=True)         # row max 0
-    with np.errstate(under="ignore"):     # exp(-1e4) = 0 and its kin are right
-        exp_z = np.exp(z)                                      # in [0, 1], row sum >= 1
-        sum_exp = exp_z.sum(axis=1, keepdims=True)             # (n, 1)
-        picked = flat_targets[rows]                            # (n,) their classes
-        log_p = z[np.arange(n), picked] - np.log(sum_exp[:, 0])  # (n,) log p of targets
-        loss = float(-np.sum(log_p) / n)
-        grad = exp_z / sum_exp                                 # (n, C) softmax
-        grad[np.arange(n), picked] -= 1
-        grad /= n
-    if everything:
-        return loss, grad.reshape(logits.shape)
-    dlogits = np.zeros(flat_logits.shape, dtype=logits.dtype)  # (N, C), 0 where ignored
-    dlogits[rows] = grad
     return loss, dlogits.reshape(logits.shape)

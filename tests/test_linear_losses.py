@@ -376,7 +376,8 @@ def torch_cross_entropy(torch, logits, targets, ignore_index=-100):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(5,), (8, 5), (6, 4, 5), (3, 2, 4, 7), (1, 1)])
+@pytest.mark.parametrize("shape", [(5,), (8, 5), (6, 4, 5), (3, 2, 4, 7), (1, 1),
+                                   (9, 16), (7, 33), (20, 3, 103), (4, 1000)])
 def test_cross_entropy_matches_torch(dtype, shape, rng):
     torch = require_torch()
     logits = (3 * rng.standard_normal(shape)).astype(dtype)
@@ -426,6 +427,47 @@ def test_cross_entropy_extreme_logits(dtype, rng):
     assert_close(loss, expected_loss, dtype, "loss")
     assert_close(dlogits, expected_dlogits, dtype, "dlogits")
     assert_close(dlogits[1], np.full(C, 1 / C) / B - np.eye(C)[targets[1]] / B, dtype, "row 1")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_masked_classes_and_strided_logits(dtype, rng):
+    """-inf logits (classes masked out) get probability 0 and gradient 0, as in torch;
+    logits that are a strided view give the values of their contiguous copy."""
+    torch = require_torch()
+    B, C = 12, 37
+    logits = (2 * rng.standard_normal((B, 2 * C))).astype(dtype)[:, ::2]   # strided
+    targets = rng.integers(0, C, size=B)
+    logits[:, 5] = -np.inf
+    logits[3, :30] = -np.inf
+    targets[3] = 31
+    targets[targets == 5] = 6
+    loss, dlogits = cross_entropy(logits, targets)
+    expected_loss, expected_dlogits = torch_cross_entropy(torch, logits, targets)
+    assert_close(loss, expected_loss, dtype, "loss")
+    assert_close(dlogits, expected_dlogits, dtype, "dlogits")
+    assert np.all(dlogits[:, 5] == 0) and np.all(dlogits[3, :30] == 0)
+    contiguous_loss, contiguous_dlogits = cross_entropy(np.ascontiguousarray(logits), targets)
+    assert loss == contiguous_loss and np.array_equal(dlogits, contiguous_dlogits)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_cross_entropy_non_finite_logits_spoil_only_their_row(dtype, bad, rng):
+    """A NaN or +inf logit makes the loss and its row's gradient NaN, as in torch; the
+    other rows' gradients are those without it."""
+    torch = require_torch()
+    logits = rng.standard_normal((5, 40)).astype(dtype)
+    targets = rng.integers(0, 40, size=5)
+    _, clean = cross_entropy(logits, targets)
+    logits[2, 17] = bad
+    with np.errstate(invalid="ignore"):
+        loss, dlogits = cross_entropy(logits, targets)
+    expected_loss, expected_dlogits = torch_cross_entropy(torch, logits, targets)
+    assert np.isnan(loss) and np.isnan(expected_loss)
+    assert np.all(np.isnan(dlogits[2])) and np.all(np.isnan(expected_dlogits[2]))
+    rest = [0, 1, 3, 4]
+    assert np.array_equal(dlogits[rest], clean[rest])
+    assert_close(dlogits[rest], expected_dlogits[rest], dtype, "other rows")
 
 
 def test_cross_entropy_all_ignored_is_nan_with_zero_gradient():
@@ -478,3 +520,7 @@ def test_cross_entropy_errors():
         cross_entropy(np.float64(1.0), np.zeros((), int))
     with pytest.raises(TypeError, match="ignore_index must be an integer"):
         cross_entropy(logits, np.zeros(3, int), ignore_index=1.0)
+    with pytest.raises(ValueError, match="ignore_index must fit in int64, got 9223372036854775808"):
+        cross_entropy(logits, np.zeros(3, int), ignore_index=2**63)
+    with pytest.raises(ValueError, match=r"got 18446744073709551615 at index \(0, 1\)"):
+        cross_entropy(np.zeros((2, 2, 4)), np.array([[0, 2**64 - 1], [1, 2]], np.uint64))
