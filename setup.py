@@ -94,8 +94,10 @@ setup(
          extension("_products", parallel=True),
          # the maximum and the sum of a row of logits vectorise as OpenMP simd reductions
          extension("_losses", flags=[] if sys.platform == "win32" else ["-fopenmp-simd"]),
-         # bitwise the NumPy form's updates: no a * b + c contracted into one rounding
-         extension("_updates", flags=[] if sys.platform == "win32" else ["-ffp-contract=off"]),
+         # bitwise the NumPy form's updates: no a * b + c contracted into one rounding;
+         # the sums of squares vectorise as OpenMP simd reductions
+         extension("_updates", flags=[] if sys.platform == "win32"
+                   else ["-ffp-contract=off", "-fopenmp-simd"]),
          extension("_stream", parallel=True, numpy_api=True)],
         compiler_directives=COMPILER_DIRECTIVES,
         force=DEBUG or None,  # regenerate the C: the directives differ from a normal build

@@ -1,7 +1,7 @@
-"""Fused parameter updates for rnnfast.optim: one pass over each parameter's values
-instead of a dozen NumPy operations and their temporaries (the C in
+"""Fused passes over parameters and gradients for rnnfast.optim, one each instead of
+NumPy operations and their temporaries: the Adam / AdamW update (the C in
 csrc/rnnfast_adam.h, built without fused multiply-adds so that it gives bitwise the
-NumPy form's values)."""
+NumPy form's values) and the sum of squares of a gradient (csrc/rnnfast_norms.h)."""
 
 from cython cimport floating
 
@@ -14,6 +14,10 @@ cdef extern from "rnnfast_adam.h" nogil:
                          double *exp_avg_sq, int coupled, double weight_decay, int decoupled,
                          double decay, double weight, double beta2, double step_size,
                          double bias_correction2_sqrt, double eps)
+
+cdef extern from "rnnfast_norms.h" nogil:
+    double sum_of_squares_f32(Py_ssize_t n, const float *values)
+    double sum_of_squares_f64(Py_ssize_t n, const double *values)
 
 
 def adam_update(floating[::1] param, const floating[::1] grad, floating[::1] exp_avg,
@@ -36,3 +40,14 @@ def adam_update(floating[::1] param, const floating[::1] grad, floating[::1] exp
             adam_update_f64(n, &param[0], &grad[0], &exp_avg[0], &exp_avg_sq[0], coupled,
                             weight_decay, decoupled, decay, weight, beta2, step_size,
                             bias_correction2_sqrt, eps)
+
+
+def sum_of_squares(const floating[::1] values):
+    """sum_k values[k]**2, accumulated in double (csrc/rnnfast_norms.h)."""
+    cdef double total
+    with nogil:
+        if floating is float:
+            total = sum_of_squares_f32(values.shape[0], &values[0]) if values.shape[0] else 0.0
+        else:
+            total = sum_of_squares_f64(values.shape[0], &values[0]) if values.shape[0] else 0.0
+    return total

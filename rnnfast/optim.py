@@ -429,8 +429,12 @@ def clip_grad_norm(modules, max_norm, error_if_nonfinite=False):
     grads = [module.grads[name] for module in modules for name in module.params]
     total = 0.0
     for grad in grads:
-        flat = grad.reshape(-1).astype(np.float64, copy=False)
-        total += float(flat @ flat)
+        flat = grad.reshape(-1)                     # a view of a contiguous gradient
+        if flat.dtype in (np.float32, np.float64):
+            total += _updates.sum_of_squares(flat)  # in float64, without a copy
+        else:
+            flat = flat.astype(np.float64)
+            total += float(flat @ flat)
     total_norm = math.sqrt(total)
     if not math.isfinite(total_norm) and error_if_nonfinite:
         raise ValueError(f"clip_grad_norm: the total norm of the gradients is "

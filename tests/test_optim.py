@@ -228,6 +228,22 @@ def test_clip_grad_norm_nonfinite():
             clip_grad_norm(modules, 1.0, error_if_nonfinite=True)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clip_grad_norm_sums_squares_in_float64(dtype):
+    """The norm sums the squares in float64, over contiguous, strided and other-dtype
+    gradients alike, and of float32 values whose squares overflow float32."""
+    rng = np.random.default_rng(5)
+    module = Holder([(1003,), (64, 48), (7, 5, 3), (0,)], dtype, rng)
+    for grad in module.grads.values():
+        grad[...] = rng.standard_normal(grad.shape)
+    module.grads["p1"] = np.asfortranarray(module.grads["p1"])      # replaced, strided
+    module.grads["p2"] = module.grads["p2"].astype(np.float16)       # another dtype
+    module.grads["p0"][:3] = 3e20 if dtype == np.float32 else 3e150  # float32 squares overflow
+    expected = math.sqrt(math.fsum(float(v) ** 2 for grad in module.grads.values()
+                                   for v in grad.ravel()))
+    assert clip_grad_norm(module, math.inf) == pytest.approx(expected, rel=1e-13)
+
+
 def test_clip_grad_norm_by_hand():
     modules = make_modules(np.float64)
     for module in modules:
