@@ -34,7 +34,7 @@ from typing import List, NamedTuple, Optional
 
 import numpy as np
 
-from . import _checks, _pair, _pool, _stream, _threads, functional
+from . import _checks, _dropout, _pair, _pool, _stream, _threads, functional
 
 __all__ = ["RNN", "LSTM", "GRU"]
 
@@ -400,10 +400,12 @@ class _RecurrentLayer:
         dropout: eval mode, dropout 0, the last layer."""
         if not (self.training and self.dropout > 0 and layer < self.num_layers - 1):
             return None
-        mask = self._rng.random(dtype=self.dtype, out=_pool.empty(shape, self.dtype))
-        keep = np.greater_equal(mask, self.dropout, out=_pool.empty(shape, np.bool_))
+        mask = _pool.empty(shape, self.dtype)
+        # one 64-bit key from the layer's generator per mask (rnnfast._dropout)
+        key = int(self._rng.integers(0, 2**64, dtype=np.uint64))
         scale = 1.0 / (1.0 - self.dropout) if self.dropout < 1 else 0.0
-        return np.multiply(keep, self.dtype.type(scale), out=mask)
+        _dropout.dropout_mask(mask.reshape(-1), key, self.dropout, scale)
+        return mask
 
     # ------------------------------------------------------------------ backward
 

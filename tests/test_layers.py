@@ -290,6 +290,46 @@ def test_dropout_masks_are_seeded_fresh_per_call_and_off_in_eval(cls, rng):
     assert_close(y, top_alone(np.zeros((5, 3, 6), np.float32))[0], np.float32, name="y")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.05, 0.2, 0.5, 0.9])
+def test_dropout_masks_drop_independently_with_probability_p(dtype, p):
+    """rnnfast._dropout: each value 0 with probability p, else 1 / (1 - p), exactly;
+    the dropped fraction of 2M values within 5 sigma of p, in every block of 64K
+    values, and adjacent values (and values 1, 2, 64 and 4096 apart) uncorrelated;
+    the same key gives the same mask, another key another one."""
+    from rnnfast import _dropout
+    n, scale = 2**21, 1.0 / (1.0 - p)
+    mask = np.empty(n, dtype)
+    _dropout.dropout_mask(mask, 2**64 - 12345, p, scale)
+    kept = mask != 0
+    assert np.all(mask[kept] == dtype(scale))
+    sigma = np.sqrt(p * (1 - p) / n)
+    assert abs((1 - kept.mean()) - p) < 5 * sigma
+    blocks = 1 - kept.reshape(32, -1).mean(axis=1)
+    assert np.all(np.abs(blocks - p) < 5 * np.sqrt(p * (1 - p) / blocks.size))
+    dropped = (~kept).astype(np.float64) - p
+    for lag in (1, 2, 64, 4096):
+        correlation = np.mean(dropped[:-lag] * dropped[lag:]) / (p * (1 - p))
+        assert abs(correlation) < 5 / np.sqrt(n - lag), lag
+    again, other = np.empty(n, dtype), np.empty(n, dtype)
+    _dropout.dropout_mask(again, 2**64 - 12345, p, scale)
+    _dropout.dropout_mask(other, 2**64 - 12346, p, scale)
+    assert np.array_equal(again, mask) and not np.array_equal(other, mask)
+
+
+def test_dropout_mask_edges():
+    """p = 0 keeps everything, p = 1 drops everything; p outside [0, 1] is refused."""
+    from rnnfast import _dropout
+    mask = np.empty(1000, np.float32)
+    _dropout.dropout_mask(mask, 7, 0.0, 1.0)
+    assert np.all(mask == 1)
+    _dropout.dropout_mask(mask, 7, 1.0, 0.0)
+    assert not mask.any()
+    with pytest.raises(ValueError, match=r"p must be in \[0, 1\], got 1.5"):
+        _dropout.dropout_mask(mask, 7, 1.5, 1.0)
+    _dropout.dropout_mask(mask[:0], 7, 0.5, 2.0)
+
+
 def test_dropout_with_one_layer_warns_as_torch():
     with pytest.warns(UserWarning, match="num_layers=1"):
         GRU(3, 4, dropout=0.2)
