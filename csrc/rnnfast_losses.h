@@ -24,7 +24,7 @@
 #include <string.h>
 
 #include "rnnfast_gates.h"  /* RNNFAST_CLONES, RNNFAST_RESTRICT */
-#include "rnnfast_math.h"     /* exp, RNNFAST_SIMD_REDUCTION */
+#include "rnnfast_math.h"   /* exp, RNNFAST_SIMD_REDUCTION */
 
 #define RNNFAST_SOFTMAX_CROSS_ENTROPY(NAME, REAL, EXP, EXP_MIN, LOG)                       \
     RNNFAST_CLONES static double NAME(                                                   \

@@ -17,12 +17,12 @@ def softmax_cross_entropy(const floating[:, ::1] logits, const int64_t[::1] targ
                           int64_t ignore_index, floating[:, ::1] dlogits):
     """Mean softmax cross-entropy over the rows whose target is not ``ignore_index``.
 
-    logits and dlogits (N, C), targets (N,). Returns ``(loss, counted, bad_row)``:
-    with every target in [0, C) or ``ignore_index``, the mean over the ``counted``
-    rows of -log softmax(row)[target] (accumulated in double; nan when none counts),
-    dlogits = (softmax(logits) - onehot(targets)) / counted on them and 0 on the
-    others, and bad_row = -1; else bad_row is the first row whose target is neither,
-    and nothing is computed.
+    logits and dlogits (N, C), targets (N,). Returns ``(loss, bad_row)``: with every
+    target in [0, C) or ``ignore_index``, the mean over the n counted rows of
+    -log softmax(row)[target] (accumulated in double; nan when none counts),
+    dlogits = (softmax(logits) - onehot(targets)) / n on them and 0 on the others,
+    and bad_row = -1; else bad_row is the first row whose target is neither, and
+    nothing is computed.
     """
     cdef Py_ssize_t rows = logits.shape[0], C = logits.shape[1], r
     cdef Py_ssize_t counted = 0, bad_row = -1
@@ -49,5 +49,5 @@ def softmax_cross_entropy(const floating[:, ::1] logits, const int64_t[::1] targ
                                                   ignore_index, 1.0 / max(counted, 1),
                                                   &dlogits[0, 0])
     if bad_row >= 0:
-        return float("nan"), counted, bad_row
-    return (total / counted if counted else float("nan")), counted, -1
+        return float("nan"), bad_row
+    return (total / counted if counted else float("nan")), -1

@@ -155,8 +155,8 @@ def cross_entropy(logits, targets, ignore_index=-100):
     flat_logits = np.ascontiguousarray(logits.reshape(-1, C))           # (N, C)
     flat_targets = np.ascontiguousarray(targets.reshape(-1), dtype=np.int64)  # (N,)
     dlogits = np.empty(flat_logits.shape, logits.dtype)                 # (N, C)
-    loss, _, bad_row = _losses.softmax_cross_entropy(flat_logits, flat_targets,
-                                                     ignore_index, dlogits)
+    loss, bad_row = _losses.softmax_cross_entropy(flat_logits, flat_targets, ignore_index,
+                                                  dlogits)
     if bad_row >= 0:
         where = np.unravel_index(bad_row, targets.shape)
         raise ValueError(f"targets must be class indices in [0, C) = [0, {C}) or "
