@@ -9,9 +9,13 @@ released, it approaches min(K, cores), less the share of each call spent in Pyth
 
 All the parallelism must come from the Python threads, so:
 
-* the batch is small (B = 4 by default): ``batch_parts(B) == 1``, the kernels run
-  their time loops on the calling thread and no OpenMP team starts; ``--shape`` is
-  refused otherwise, so ``OMP_NUM_THREADS`` plays no part;
+* every call runs under ``rnnfast._threads.capped(1)``: its kernels run on the calling
+  thread, with no OpenMP team and no helper thread sharing its steps, whatever the
+  batch, the thresholds of rnnfast._threads and each thread's OpenMP limit (which a
+  library may have set in the main thread only: importing PyTorch caps it there). So
+  the serial and threaded runs compute alike and give bitwise the same results. Streams
+  follow OpenMP's limit instead; their steps split by output columns, which changes
+  no result;
 * BLAS (the input projection and weight-gradient GEMMs go through scipy's OpenBLAS)
   is held at one thread with threadpoolctl for the whole run.
 
@@ -53,13 +57,13 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import rnnfast
-from rnnfast import benchmark
-from rnnfast._threads import batch_parts
+from rnnfast import _threads, benchmark
 from rnnfast._bench_machine import write_json
 from rnnfast.benchmark import load_average
 
 __all__ = ["CELLS", "MODES", "CONTROLS", "make_workload", "make_control", "time_serial",
-           "time_threaded", "measure", "run_benchmark", "format_table", "main"]
+           "time_threaded", "on_calling_thread", "measure", "run_benchmark", "format_table",
+           "main"]
 
 # cell name -> (functional family, forward keyword arguments, layer class, layer kwargs)
 CELLS = {
@@ -198,10 +202,18 @@ def _equal(first, second):
                for a, b in zip(first, second))
 
 
+def on_calling_thread(call):
+    """``call`` with its kernels held on the thread that makes it (see the module doc)."""
+    def run():
+        with _threads.capped(1):
+            return call()
+    return run
+
+
 def measure(cell, mode, threads, calls, repeat, factory):
     """Serial against ``threads`` Python threads, best of ``repeat`` each;
     ``factory(seed)`` makes one thread's call."""
-    calls_by_thread = [factory(k) for k in range(threads)]
+    calls_by_thread = [on_calling_thread(factory(k)) for k in range(threads)]
     for call in calls_by_thread:  # warm-up: first-call costs out of the timings
         call()
     serial, threaded, equal = [], [], True
@@ -256,7 +268,7 @@ def run_benchmark(cells, modes, shape, thread_counts, calls, repeat, dtype=np.fl
     settings = {"shape": {"T": T, "B": B, "D": D, "H": H}, "dtype": np.dtype(dtype).name,
                 "cells": list(cells), "modes": list(modes), "threads": list(thread_counts),
                 "calls_per_thread": calls, "repeat": repeat, "blas_threads": 1,
-                "kernel_threads_per_call": batch_parts(B)}
+                "kernel_threads_per_call": 1}
     return {"machine": machine, "settings": settings, "controls": control_rows, "rows": rows}
 
 
@@ -317,9 +329,8 @@ def build_parser():
     parser.add_argument("--modes", type=_names(MODES), default=list(MODES),
                         help=f"comma-separated, from {', '.join(MODES)} (default all)")
     parser.add_argument("--shape", type=_int_list, default=None,
-                        help="T,B,D,H (default %s; --quick: %s); B must keep the kernels "
-                             "on one thread" % (",".join(map(str, DEFAULT_SHAPE)),
-                                                ",".join(map(str, QUICK_SHAPE))))
+                        help="T,B,D,H (default %s; --quick: %s)"
+                             % (",".join(map(str, DEFAULT_SHAPE)), ",".join(map(str, QUICK_SHAPE))))
     parser.add_argument("--threads", type=_int_list, default=None,
                         help="Python thread counts (default 1,2,4; --quick: 1,2)")
     parser.add_argument("--calls", type=int, default=None,
@@ -343,10 +354,6 @@ def main(argv=None):
     shape = tuple(args.shape or (QUICK_SHAPE if args.quick else DEFAULT_SHAPE))
     if len(shape) != 4:
         parser.error(f"--shape takes T,B,D,H, got {','.join(map(str, shape))}")
-    if batch_parts(shape[1]) > 1:
-        parser.error(f"B = {shape[1]} splits each call across {batch_parts(shape[1])} "
-                     f"OpenMP threads; take a smaller batch so that only the Python threads "
-                     f"run in parallel")
     cells = args.cells or (["lstm"] if args.quick else list(DEFAULT_CELLS))
     threads = args.threads or list(QUICK_THREADS if args.quick else DEFAULT_THREADS)
     calls = args.calls or (3 if args.quick else 20)

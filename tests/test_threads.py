@@ -46,8 +46,13 @@ def output_of_child(script, *args, **env):
 
 
 def serial_and_concurrent(run, args):
-    """``run`` over ``args`` one call after another, and from four Python threads."""
-    serial = [run(arg) for arg in args]
+    """``run`` over ``args`` one call after another, and from four Python threads at
+    once. Both from threads other than the main one: OpenMP's thread limit is a setting
+    of each thread, which a library may have changed in the main thread (importing
+    PyTorch there caps it at the core count), and a call's thread count can change
+    its rounding."""
+    with ThreadPoolExecutor(max_workers=1) as one:
+        serial = list(one.map(run, args))
     with ThreadPoolExecutor(max_workers=4) as pool:
         return serial, list(pool.map(run, args))
 
@@ -465,14 +470,14 @@ from rnnfast import _kernels, _stream
 
 layer = rnnfast.GRU(128, 128, seed=1).eval()
 x = np.random.default_rng(0).standard_normal((50, 1, 128)).astype(np.float32)
-expected = layer(x)[0]
 
 def matches():
     stream = layer.stream(1)
     y = np.stack([stream(x_t) for x_t in x])
     return np.allclose(y, expected, rtol=2e-4, atol=2e-5)
 
-with threadpool_limits(limits=2, user_api="openmp"):
+with threadpool_limits(limits=2, user_api="openmp"):   # whatever OMP_NUM_THREADS says
+    expected = layer(x)[0]
     helpers = 1 if _kernels.max_threads() > 1 else 0     # none in a build without OpenMP
     started = matches() and _stream.helper_threads() == helpers
     pid = os.fork()
