@@ -17,8 +17,8 @@ from ._errors import CLIError
 
 # The demo's model and training: sized so that a minute on two cores turns the Python
 # documentation into English-looking text (words, punctuation, spacing).
-# Measured on such a machine: 2.00 bits per character on the validation text after
-# 60 s (57,000 characters/s, 8.8 epochs; OMP_NUM_THREADS=1: 32,000/s, 5 epochs, 2.05).
+# Measured on such a machine: 2.00-2.03 bits per character on the validation text after
+# 60 s (57,000 characters/s, 8.8-9.0 epochs; OMP_NUM_THREADS=1: 32,000/s, 5 epochs, 2.05).
 # One layer of 192 units without dropout ran 130,000 characters/s but learned the
 # training text by heart after 7 epochs: 2.10 on the validation text then, 2.24 at 60 s.
 DEMO_MODEL = {"cell": "lstm", "hidden_size": 192, "num_layers": 2, "dropout": 0.2}
