@@ -329,8 +329,8 @@ def build_parser():
     parser.add_argument("--modes", type=_names(MODES), default=list(MODES),
                         help=f"comma-separated, from {', '.join(MODES)} (default all)")
     parser.add_argument("--shape", type=_int_list, default=None,
-                        help="T,B,D,H (default %s; --quick: %s)"
-                             % (",".join(map(str, DEFAULT_SHAPE)), ",".join(map(str, QUICK_SHAPE))))
+                        help=f"T,B,D,H (default {','.join(map(str, DEFAULT_SHAPE))}; "
+                             f"--quick: {','.join(map(str, QUICK_SHAPE))})")
     parser.add_argument("--threads", type=_int_list, default=None,
                         help="Python thread counts (default 1,2,4; --quick: 1,2)")
     parser.add_argument("--calls", type=int, default=None,
