@@ -45,9 +45,11 @@ def adam_update(floating[::1] param, const floating[::1] grad, floating[::1] exp
 def sum_of_squares(const floating[::1] values):
     """sum_k values[k]**2, accumulated in double (csrc/rnnfast_norms.h)."""
     cdef double total
+    if values.shape[0] == 0:   # no element to point at
+        return 0.0
     with nogil:
         if floating is float:
-            total = sum_of_squares_f32(values.shape[0], &values[0]) if values.shape[0] else 0.0
+            total = sum_of_squares_f32(values.shape[0], &values[0])
         else:
-            total = sum_of_squares_f64(values.shape[0], &values[0]) if values.shape[0] else 0.0
+            total = sum_of_squares_f64(values.shape[0], &values[0])
     return total
