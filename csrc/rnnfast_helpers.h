@@ -1,6 +1,6 @@
 /* rnnfast: helper threads for jobs of a few microseconds, such as one streaming step.
  *
- * rnnfast_run_parts(fn, job, parts, threads) runs fn(job, p) for p = 0 .. parts-1 on
+ * rnnfast_run_parts(fn, job, parts, threads, size) runs fn(job, p), p = 0 .. parts-1, on
  * the calling thread and up to threads-1 helper threads, and returns when every part
  * has run. OpenMP's passive wait policy puts a waiting thread to sleep, and waking it
  * costs tens of microseconds on a VM, several times a whole step; an active policy
@@ -27,6 +27,12 @@
  * thread each: 5.6-5.8) and the 90th percentile of 200-step batches 6.3-6.6 us per
  * step (one thread each: 6.0-6.2; spinning without yielding: 26 us).
  *
+ * Whether a kind of job is worth sharing at all depends on how far apart the cores
+ * are, which can change while a process runs: each kind, its part function and a
+ * size the caller gives (a step's multiply-adds, say), keeps a choice, shared or
+ * alone, tried out by timing now and then (rnnfast_sharing.h); size 0 always
+ * shares. Defining RNNFAST_SHARING_TRIALS as 0 shares every job offered.
+ *
  * One job at a time per process: a caller that finds the helpers busy with another
  * thread's job runs all its parts itself. The helpers start on first use; in a
  * forked child they are started anew. Without POSIX threads every part runs on the
@@ -38,6 +44,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "rnnfast_sharing.h"
 #include "rnnfast_threads.h"
 
 typedef void (*rnnfast_part_fn)(void *job, int part);
@@ -66,6 +73,10 @@ typedef void (*rnnfast_part_fn)(void *job, int part);
  * next RNNFAST_HELPER_SKIP_JOBS jobs alone. */
 #define RNNFAST_HELPER_STALL_US 50
 #define RNNFAST_HELPER_SKIP_JOBS 32
+#ifndef RNNFAST_SHARING_TRIALS
+#define RNNFAST_SHARING_TRIALS 1
+#endif
+#define RNNFAST_SHARING_KINDS 16   /* kinds with a choice, the least recently used out */
 
 static struct {
     /* What a job's threads touch first, in one cache line with its first claims (a
@@ -82,6 +93,12 @@ static struct {
      * a part of the next job, whose publication resets the claims first. */
     uint64_t claims[RNNFAST_MAX_PARTS];
     int jobs_to_skip;               /* jobs left to run alone after a stall (under busy) */
+    struct {                        /* the kinds of job with a choice (under busy) */
+        rnnfast_part_fn fn;         /* NULL: a free entry */
+        int64_t size;
+        uint32_t used;              /* the number of the job that last used it */
+        rnnfast_sharing sharing;
+    } kinds[RNNFAST_SHARING_KINDS];
     int sleeping;                   /* helpers asleep on ``wake`` */
     int wake_sent;                  /* woken since the last one fell asleep */
     int started;                    /* helper threads running */
@@ -92,31 +109,60 @@ static struct {
     .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER
 };
 
-/* Runs part ``part`` of job ``number`` if it is still free. */
-static inline void rnnfast_helpers_try_part(uint32_t number, unsigned part)
+/* Runs part ``part`` of job ``number`` if it is still free; whether it did. */
+static inline int rnnfast_helpers_try_part(uint32_t number, unsigned part)
 {
     uint64_t free_claim = (uint64_t)number << 1;
     if (__atomic_load_n(&rnnfast_helpers.claims[part], __ATOMIC_RELAXED) != free_claim
             || !__atomic_compare_exchange_n(&rnnfast_helpers.claims[part], &free_claim,
                                             free_claim | 1, 0, __ATOMIC_ACQ_REL,
                                             __ATOMIC_RELAXED))
-        return;
+        return 0;
     rnnfast_helpers.fn(rnnfast_helpers.job, (int)part);
     __atomic_add_fetch(&rnnfast_helpers.parts_done, 1, __ATOMIC_RELEASE);
+    return 1;
 }
 
 /* Claims and runs parts of job ``number`` as thread ``me`` (0 the caller, i+1
- * helper i): its own parts first, then any left. */
-static inline void rnnfast_helpers_work(uint32_t number, unsigned me)
+ * helper i): its own parts first, then any left. Returns how many it ran. */
+static inline int rnnfast_helpers_work(uint32_t number, unsigned me)
 {
     uint64_t word = __atomic_load_n(&rnnfast_helpers.job_word, __ATOMIC_ACQUIRE);
     unsigned parts = (unsigned)word & 0xffffu, threads = (unsigned)(word >> 16) & 0xffffu;
+    int ran = 0;
     if ((uint32_t)(word >> 32) != number || me >= threads)
-        return;
+        return 0;
     for (unsigned part = me; part < parts; part += threads)
-        rnnfast_helpers_try_part(number, part);
+        ran += rnnfast_helpers_try_part(number, part);
     for (unsigned part = 0; part < parts; part++)
-        rnnfast_helpers_try_part(number, part);
+        ran += rnnfast_helpers_try_part(number, part);
+    return ran;
+}
+
+/* The choice kept for jobs of part function ``fn`` and ``size`` (the caller owns
+ * the helpers, ``number`` is the job's), a new one in place of the least recently
+ * used; NULL for size 0 or with trials off. */
+static rnnfast_sharing *rnnfast_helpers_sharing(rnnfast_part_fn fn, int64_t size,
+                                                uint32_t number)
+{
+    if (!RNNFAST_SHARING_TRIALS || size == 0)
+        return NULL;
+    int oldest = 0;
+    for (int kind = 0; kind < RNNFAST_SHARING_KINDS; kind++) {
+        if (rnnfast_helpers.kinds[kind].fn == fn && rnnfast_helpers.kinds[kind].size == size) {
+            rnnfast_helpers.kinds[kind].used = number;
+            return &rnnfast_helpers.kinds[kind].sharing;
+        }
+        if (rnnfast_helpers.kinds[kind].fn == NULL
+                || number - rnnfast_helpers.kinds[kind].used
+                   > number - rnnfast_helpers.kinds[oldest].used)
+            oldest = kind;
+    }
+    rnnfast_helpers.kinds[oldest].fn = fn;
+    rnnfast_helpers.kinds[oldest].size = size;
+    rnnfast_helpers.kinds[oldest].used = number;
+    rnnfast_sharing_init(&rnnfast_helpers.kinds[oldest].sharing);
+    return &rnnfast_helpers.kinds[oldest].sharing;
 }
 
 /* Sleeps until a job after job ``seen`` is published. Each check of the job word
@@ -208,6 +254,24 @@ static int rnnfast_helpers_start(int wanted)
     return rnnfast_helpers.started < wanted ? rnnfast_helpers.started : wanted;
 }
 
+/* Copies the kinds of job with a choice (at most ``capacity``): part function, size
+ * and choice; returns how many it copied, or -1 while a job runs. */
+static int rnnfast_helpers_choices(rnnfast_part_fn *fns, int64_t *sizes,
+                                   rnnfast_sharing *choices, int capacity)
+{
+    int count = 0;
+    if (__atomic_exchange_n(&rnnfast_helpers.busy, 1, __ATOMIC_ACQUIRE))
+        return -1;
+    for (int kind = 0; kind < RNNFAST_SHARING_KINDS && count < capacity; kind++)
+        if (rnnfast_helpers.kinds[kind].fn != NULL) {
+            fns[count] = rnnfast_helpers.kinds[kind].fn;
+            sizes[count] = rnnfast_helpers.kinds[kind].size;
+            choices[count++] = rnnfast_helpers.kinds[kind].sharing;
+        }
+    __atomic_store_n(&rnnfast_helpers.busy, 0, __ATOMIC_RELEASE);
+    return count;
+}
+
 /* How many helper threads run in this process. */
 static int rnnfast_helpers_running(void)
 {
@@ -220,15 +284,24 @@ static void rnnfast_run_parts_here(rnnfast_part_fn fn, void *job, int parts)
         fn(job, part);
 }
 
-static void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int threads)
+static void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int threads,
+                              int64_t size)
 {
     if (threads < 2 || parts < 2 || parts > RNNFAST_MAX_PARTS
             || __atomic_exchange_n(&rnnfast_helpers.busy, 1, __ATOMIC_ACQUIRE)) {
         rnnfast_run_parts_here(fn, job, parts);
         return;
     }
-    if (rnnfast_helpers.jobs_to_skip > 0) {
-        rnnfast_helpers.jobs_to_skip--;
+    uint32_t number = (uint32_t)(__atomic_load_n(&rnnfast_helpers.job_word,
+                                                 __ATOMIC_RELAXED) >> 32) + 1;
+    rnnfast_sharing *sharing = rnnfast_helpers_sharing(fn, size, number);
+    int alone = sharing != NULL && rnnfast_sharing_alone(
+        sharing, rnnfast_sharing_timing(sharing) ? rnnfast_seconds() : 0.0);
+    if (alone || rnnfast_helpers.jobs_to_skip > 0) {
+        if (!alone) {
+            rnnfast_helpers.jobs_to_skip--;
+            rnnfast_sharing_helped(sharing, 0);
+        }
         __atomic_store_n(&rnnfast_helpers.busy, 0, __ATOMIC_RELEASE);
         rnnfast_run_parts_here(fn, job, parts);
         return;
@@ -243,8 +316,6 @@ static void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int thre
     rnnfast_helpers.fn = fn;
     rnnfast_helpers.job = job;
     __atomic_store_n(&rnnfast_helpers.parts_done, 0, __ATOMIC_RELAXED);
-    uint32_t number = (uint32_t)(__atomic_load_n(&rnnfast_helpers.job_word,
-                                                 __ATOMIC_RELAXED) >> 32) + 1;
     for (int part = 0; part < parts; part++)
         __atomic_store_n(&rnnfast_helpers.claims[part], (uint64_t)number << 1,
                          __ATOMIC_RELAXED);
@@ -261,7 +332,7 @@ static void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int thre
         pthread_cond_broadcast(&rnnfast_helpers.wake);
         pthread_mutex_unlock(&rnnfast_helpers.lock);
     }
-    rnnfast_helpers_work(number, 0);
+    int mine = rnnfast_helpers_work(number, 0);
     /* Every part is claimed; wait for those that helpers run, noting a stall. */
     if (__atomic_load_n(&rnnfast_helpers.parts_done, __ATOMIC_ACQUIRE) < parts) {
         double deadline = rnnfast_seconds() + 1e-6 * RNNFAST_HELPER_STALL_US;
@@ -278,6 +349,7 @@ static void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int thre
         if (stalled)
             rnnfast_helpers.jobs_to_skip = RNNFAST_HELPER_SKIP_JOBS;
     }
+    rnnfast_sharing_helped(sharing, mine < parts);
     __atomic_store_n(&rnnfast_helpers.busy, 0, __ATOMIC_RELEASE);
 }
 
@@ -285,9 +357,18 @@ static void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int thre
 
 static int rnnfast_helpers_running(void) { return 0; }
 
-static void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int threads)
+static int rnnfast_helpers_choices(rnnfast_part_fn *fns, int64_t *sizes,
+                                   rnnfast_sharing *choices, int capacity)
+{
+    (void)fns; (void)sizes; (void)choices; (void)capacity;
+    return 0;
+}
+
+static void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int threads,
+                              int64_t size)
 {
     (void)threads;
+    (void)size;
     for (int part = 0; part < parts; part++)
         fn(job, part);
 }

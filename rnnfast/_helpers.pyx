@@ -8,14 +8,44 @@ itself.
 
 cdef extern from "rnnfast_helpers.h" nogil:
     ctypedef void (*rnnfast_part_fn)(void *job, int part) noexcept nogil
-    void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int threads)
+    ctypedef struct rnnfast_sharing:
+        int alone, tried
+        double best[2]
+    int rnnfast_helpers_choices(rnnfast_part_fn *fns, int64_t *sizes,
+                                rnnfast_sharing *choices, int capacity)
+    void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int threads,
+                           int64_t size)
     int rnnfast_helpers_running()
 
 
-cdef void run_parts(part_fn fn, void *job, int parts, int threads) noexcept nogil:
+cdef void run_parts(part_fn fn, void *job, int parts, int threads,
+                    int64_t size) noexcept nogil:
     """fn(job, p) for p = 0 .. parts-1 on at most ``threads`` threads, the caller one
-    of them; returns when every part has run."""
-    rnnfast_run_parts(fn, job, parts, threads)
+    of them; returns when every part has run. ``size`` (a step's multiply-adds, say)
+    tells kinds of job apart: each kind runs on the caller alone where timing shows
+    that sharing it does not pay; 0 always shares."""
+    rnnfast_run_parts(fn, job, parts, threads, size)
+
+
+def sharing_choices():
+    """The kinds of job the helpers keep a choice for (see run_parts), as dicts:
+    ``size``, ``alone`` (the choice), ``trials`` (ended so far) and ``shared_us``,
+    ``alone_us`` (the last trial's fastest block of each way, None if untimed). None
+    while a job runs."""
+    cdef rnnfast_part_fn fns[64]
+    cdef int64_t sizes[64]
+    cdef rnnfast_sharing choices[64]
+    cdef int count = rnnfast_helpers_choices(fns, sizes, choices, 64)
+    if count < 0:
+        return None
+    return [{"size": sizes[i], "alone": bool(choices[i].alone), "trials": choices[i].tried,
+             "shared_us": _microseconds(choices[i].best[0]) if choices[i].tried else None,
+             "alone_us": _microseconds(choices[i].best[1]) if choices[i].tried else None}
+            for i in range(count)]
+
+
+def _microseconds(seconds):
+    return None if seconds >= 1e300 else 1e6 * seconds
 
 
 def helper_threads():

@@ -338,9 +338,9 @@ cdef floating *packed_or_null(Py_ssize_t rows, Py_ssize_t cols, const floating *
     if threads < 2:
         pack_panels(job.K, job.N, w, job.stride_k, job.stride_n, <floating *>job.packed)
     elif floating is float:
-        run_parts(pack_part_f32, &job, threads, threads)
+        run_parts(pack_part_f32, &job, threads, threads, 0)
     else:
-        run_parts(pack_part_f64, &job, threads, threads)
+        run_parts(pack_part_f64, &job, threads, threads, 0)
     return <floating *>job.packed
 
 
@@ -404,7 +404,8 @@ cdef void multiply_packed(int threads, bint accumulate, Py_ssize_t M, Py_ssize_t
     """C (M, N) += A (M, K) @ B (K, N), or C = A @ B where not ``accumulate``, B
     packed (gemm_packed), on ``threads`` threads: the caller and helper threads
     (rnnfast._helpers), one part of whole panels each. A thread that takes the same
-    part at every step of a loop keeps its panels in its own cache."""
+    part at every step of a loop keeps its panels in its own cache. The helpers tell
+    products apart by M*N*K, and share each kind only where that pays (run_parts)."""
     cdef PackedProduct job
     if threads < 2:
         if accumulate:
@@ -416,10 +417,10 @@ cdef void multiply_packed(int threads, bint accumulate, Py_ssize_t M, Py_ssize_t
     job.accumulate, job.a, job.packed, job.c = accumulate, a, packed, c
     if floating is float:
         job.panel = packed_size_f32(1, 1)
-        run_parts(packed_product_part_f32, &job, threads, threads)
+        run_parts(packed_product_part_f32, &job, threads, threads, M * N * K)
     else:
         job.panel = packed_size_f64(1, 1)
-        run_parts(packed_product_part_f64, &job, threads, threads)
+        run_parts(packed_product_part_f64, &job, threads, threads, M * N * K)
 
 
 cdef inline const int64_t *lengths_ptr(const int64_t[::1] lengths) noexcept nogil:

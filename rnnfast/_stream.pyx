@@ -34,6 +34,7 @@ runner is not meant to be shared between threads: each stream owns its state.
 cimport numpy as cnp
 import numpy as np
 from cython cimport floating
+from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
 from ._blas cimport gemm, NoTrans, Trans
@@ -311,7 +312,8 @@ cdef void run_layers(int kind, Py_ssize_t G, Py_ssize_t L, Py_ssize_t B, Py_ssiz
         threads = min(max_threads, multiply_adds // MIN_MULTIPLY_ADDS_PER_THREAD)
         if (large.ct != NULL and GH * (Din + H) * sizeof(floating)
                 >= TRANSPOSED_MIN_WEIGHT_BYTES_PER_ROW * B):
-            run_transposed(large, &products, v, h_prev, kind == GRU, max(threads, 1))
+            run_transposed(large, &products, v, h_prev, kind == GRU, max(threads, 1),
+                           4 * multiply_adds + kind)
         else:
             # parts of at most BLAS_DIRECT_OUTPUTS outputs, their bounds rounded to
             # align; as many for each thread where they stay wide enough (5 parts on
@@ -325,10 +327,13 @@ cdef void run_layers(int kind, Py_ssize_t G, Py_ssize_t L, Py_ssize_t B, Py_ssiz
             if GH < products.parts * MIN_COLUMNS_PER_PART:
                 products.parts = threads = 1    # BLAS whole: small weights, many threads
             # one part, or one thread: all on the calling thread
+            # a kind of job for the helpers per layer shape and cell
             if floating is float:
-                run_parts(step_products_part_f32, &products, products.parts, threads)
+                run_parts(step_products_part_f32, &products, products.parts, threads,
+                          4 * multiply_adds + kind)
             else:
-                run_parts(step_products_part_f64, &products, products.parts, threads)
+                run_parts(step_products_part_f64, &products, products.parts, threads,
+                          4 * multiply_adds + kind)
         if kind == GRU:
             step_gru(B, H, gates, hh, b_ih, b_hh, h_prev, h_out)
         else:
@@ -354,10 +359,10 @@ cdef bint large_batch(Py_ssize_t B, Py_ssize_t GH, Py_ssize_t align) noexcept no
 
 cdef void run_transposed(TransposedProducts *large, const StepProducts *products,
                          const floating *v, const floating *h, bint separate,
-                         Py_ssize_t threads) noexcept nogil:
+                         Py_ssize_t threads, int64_t kind_of_job) noexcept nogil:
     """A layer's step products for a large batch (see TransposedProducts; ``v`` and
     ``h`` are products.v and products.h, typed), the rows of the weights split over
-    ``threads`` threads."""
+    ``threads`` threads (``kind_of_job``: run_parts' size)."""
     large.B, large.N, large.Din, large.H = products.B, products.N, products.Din, products.H
     large.parts, large.align, large.separate = threads, products.align, separate
     large.w_ih, large.w_hh, large.init = products.w_ih, products.w_hh, products.init
@@ -366,11 +371,11 @@ cdef void run_transposed(TransposedProducts *large, const StepProducts *products
     if floating is float:
         pack_panels_f32(large.Din, large.B, v, 1, large.Din, <float *>large.packed_v)
         pack_panels_f32(large.H, large.B, h, 1, large.H, <float *>large.packed_h)
-        run_parts(transposed_part_f32, large, threads, threads)
+        run_parts(transposed_part_f32, large, threads, threads, kind_of_job)
     else:
         pack_panels_f64(large.Din, large.B, v, 1, large.Din, <double *>large.packed_v)
         pack_panels_f64(large.H, large.B, h, 1, large.H, <double *>large.packed_h)
-        run_parts(transposed_part_f64, large, threads, threads)
+        run_parts(transposed_part_f64, large, threads, threads, kind_of_job)
 
 
 cdef void transposed_part(const TransposedProducts *large, int part, const floating *w_ih,

@@ -435,6 +435,27 @@ def test_stream_split_over_threads_matches_one_thread(cell, dtype, shape):
             assert _stream.helper_threads() >= 1
 
 
+def test_stream_steps_shared_or_alone_give_the_same_bits():
+    """The helpers time sharing a kind of step against running it alone and choose
+    (csrc/rnnfast_sharing.h): a stream's layers become kinds with a choice after a
+    trial, and steps run either way give bitwise the same results, so two runs over
+    the same inputs, whose steps ran in different ways, agree exactly."""
+    layer = rnnfast.LSTM(128, 128, num_layers=2, seed=3).eval()
+    x = np.random.default_rng(4).standard_normal((400, 1, 128)).astype(np.float32)
+    first, first_state, allowed = stream_outputs(layer, x, threads=2)
+    second, second_state, _ = stream_outputs(layer, x, threads=2)
+    np.testing.assert_array_equal(first, second)
+    for ours, theirs in zip(first_state, second_state):
+        np.testing.assert_array_equal(ours, theirs)
+    if allowed < 2:     # a build without OpenMP: no helpers
+        return
+    # LSTM (kind 2), B = 1: 4 * B*4H*(D + H) + 2 for each layer's step
+    kinds = {choice["size"]: choice for choice in _helpers.sharing_choices()}
+    choice = kinds[4 * 512 * 256 + 2]
+    assert choice["trials"] >= 1
+    assert choice["alone_us"] is None or choice["alone_us"] > 0
+
+
 def test_streams_in_several_python_threads_match_serial():
     """Streams stepped from four Python threads at once share the helper threads (a
     step that finds them busy runs on its own thread): the serial results."""
@@ -493,21 +514,20 @@ def test_a_forked_child_streams_with_helpers_of_its_own():
     assert output_of_child(STREAM_FORK_SCRIPT) == "True"
 
 
-@pytest.mark.parametrize("sanitizer", [None, "thread"])
-def test_helper_threads_run_every_part_once(tmp_path, sanitizer):
-    """The C stress test of csrc/rnnfast_helpers.h (tests/c/helpers_stress.c), built
-    plain and under ThreadSanitizer: exact totals, no data race reported."""
+def run_c_test(tmp_path, name, sanitizer=None):
+    """Builds tests/c/<name>.c against the source tree's csrc/ (plain, or under the
+    ``sanitizer``) and runs it: it must print "ok" and exit with status 0."""
     import shutil
     import subprocess
 
     here = os.path.dirname(os.path.abspath(__file__))
-    source = os.path.join(here, "c", "helpers_stress.c")
+    source = os.path.join(here, "c", f"{name}.c")
     headers = os.path.join(os.path.dirname(here), "csrc")
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None or not os.path.isdir(headers):
         pytest.skip("needs a C compiler and the source tree's csrc/")
-    flags = ["-O1", "-g", "-fsanitize=thread"] if sanitizer else ["-O2"]
-    binary = str(tmp_path / "helpers_stress")
+    flags = ["-O1", "-g", f"-fsanitize={sanitizer}"] if sanitizer else ["-O2"]
+    binary = str(tmp_path / name)
     built = subprocess.run([compiler, *flags, "-I", headers, source, "-o", binary, "-pthread"],
                            capture_output=True, text=True)
     if built.returncode != 0:
@@ -522,3 +542,20 @@ def test_helper_threads_run_every_part_once(tmp_path, sanitizer):
         pytest.skip(f"ThreadSanitizer cannot run here: {result.stderr.strip()[:200]}")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("sanitizer", [None, "thread"])
+def test_helper_threads_run_every_part_once(tmp_path, sanitizer):
+    """The C stress test of csrc/rnnfast_helpers.h (tests/c/helpers_stress.c), built
+    plain and under ThreadSanitizer: exact totals, no data race reported, with jobs
+    that always share and jobs whose sharing is tried out and chosen."""
+    run_c_test(tmp_path, "helpers_stress", sanitizer)
+
+
+@pytest.mark.parametrize("sanitizer", [None, "undefined"])
+def test_sharing_is_chosen_where_it_pays(tmp_path, sanitizer):
+    """csrc/rnnfast_sharing.h on made-up timings (tests/c/sharing_choice.c): sharing
+    kept where it is faster, given up where it is slower, by less than the margin or
+    where the helpers never come, chosen again once it pays; trials that cannot time
+    their blocks keep the choice."""
+    run_c_test(tmp_path, "sharing_choice", sanitizer)

@@ -30,7 +30,7 @@ static void *caller(void *index)
     for (int i = 0; i < JOBS; i++) {
         int parts = 2 + i % 6 + (int)(id % 2);
         job_t job = {totals, i};
-        rnnfast_run_parts(add_part, &job, parts, 2 + i % 3);
+        rnnfast_run_parts(add_part, &job, parts, 2 + i % 3, i % 4);
         for (int part = 0; part < parts; part++)
             expected[part] += i + part;
         if (i % 2000 == 0)
