@@ -9,7 +9,9 @@ hundred nanoseconds of arithmetic: the runner holds every buffer, and a call che
 the input with a handful of C comparisons, checks that ``params`` still holds the
 arrays it bound (identity only: in-place updates need no check and take effect at
 once), runs each layer's step straight on the parameter arrays and returns a new
-(B, H) array. Per layer, with the input v of the step (x, or the layer below's h):
+(B, H) array, or writes into the caller's (``out``: 0.07 us less a call, a fifth of
+an RNN step at H = 32). Per layer, with the input v of the step (x, or the layer
+below's h):
 
     gates = b_hh + v W_ih^T + h W_hh^T     (B, G*H)   RNN, LSTM: two GEMMs, beta = 1
     gates = v W_ih^T;  hh = h W_hh^T       (B, G*H)   GRU: r * (h W_hn^T + b_hn) needs hh
@@ -188,36 +190,60 @@ cdef class StepRunner:
         self.release_gil = (self.batch * GH * (input_size + self.layers * hidden_size)
                             >= NOGIL_MIN_MULTIPLY_ADDS)
 
-    def __call__(self, x_t):
-        """One step: x_t (B, D) -> the last layer's new h (B, H), a new array."""
+    def __call__(self, x_t, out=None):
+        """One step: x_t (B, D) -> the last layer's new h (B, H), written into ``out``
+        (an aligned, C-contiguous, writeable (B, H) array of the runner's dtype, which
+        may share memory with x_t) and returned, or into a new array."""
         cdef cnp.ndarray x
-        cdef cnp.ndarray out
+        cdef cnp.ndarray y
         cdef cnp.npy_intp out_shape[2]
-        if not self._fits(x_t):
+        if not self._fits(x_t, self.input_size):
             x_t = self.convert_callback(x_t)
-            if not self._fits(x_t):
+            if not self._fits(x_t, self.input_size):
                 raise ValueError("the converted input does not fit the stream")
         x = <cnp.ndarray>x_t
-        self._check_params()
-        out_shape[0] = self.batch
-        out_shape[1] = self.hidden_size
-        out = cnp.PyArray_EMPTY(2, out_shape, self.typenum, 0)
-        if self.typenum == cnp.NPY_FLOAT:
-            run_step(self, <float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(out))
+        if out is None:
+            out_shape[0] = self.batch
+            out_shape[1] = self.hidden_size
+            y = cnp.PyArray_EMPTY(2, out_shape, self.typenum, 0)
+        elif self._fits(out, self.hidden_size) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
+            y = <cnp.ndarray>out
         else:
-            run_step(self, <double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(out))
-        return out
+            raise self._out_error(out)
+        self._check_params()
+        if self.typenum == cnp.NPY_FLOAT:
+            run_step(self, <float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(y))
+        else:
+            run_step(self, <double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(y))
+        return y
 
-    cdef bint _fits(self, object x_t):
-        """x_t is an aligned C-contiguous (B, D) array of the runner's dtype."""
-        cdef cnp.ndarray x
-        if type(x_t) is not cnp.ndarray:
+    cdef bint _fits(self, object array, Py_ssize_t columns):
+        """``array`` is an aligned C-contiguous (B, columns) array of the runner's
+        dtype."""
+        cdef cnp.ndarray a
+        if type(array) is not cnp.ndarray:
             return False
-        x = <cnp.ndarray>x_t
-        return (cnp.PyArray_TYPE(x) == self.typenum and cnp.PyArray_NDIM(x) == 2
-                and cnp.PyArray_DIM(x, 0) == self.batch
-                and cnp.PyArray_DIM(x, 1) == self.input_size
-                and cnp.PyArray_IS_C_CONTIGUOUS(x) and cnp.PyArray_ISALIGNED(x))
+        a = <cnp.ndarray>array
+        return (cnp.PyArray_TYPE(a) == self.typenum and cnp.PyArray_NDIM(a) == 2
+                and cnp.PyArray_DIM(a, 0) == self.batch
+                and cnp.PyArray_DIM(a, 1) == columns
+                and cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a))
+
+    cdef _out_error(self, object out):
+        """The TypeError or ValueError that says why ``out`` cannot take a step's h."""
+        dtype = self.states.dtype
+        shape = (self.batch, self.hidden_size)
+        if type(out) is not np.ndarray:
+            return TypeError(f"out must be None or a {dtype} ndarray of shape (B, H) = "
+                             f"{shape}, got {type(out).__name__}")
+        if out.dtype != dtype:
+            return TypeError(f"out must have dtype {dtype}, got {out.dtype}")
+        if out.shape != shape:
+            return ValueError(f"out must have shape (B, H) = {shape}, got {out.shape}")
+        if not out.flags.writeable:
+            return ValueError("out must be writeable, got a read-only array")
+        return ValueError(f"out must be C-contiguous and aligned, got strides "
+                          f"{out.strides} (aligned: {out.flags.aligned})")
 
     cdef _check_params(self):
         """Rebind when ``params`` holds an array this runner has not bound."""

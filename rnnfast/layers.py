@@ -482,7 +482,10 @@ class _RecurrentLayer:
         """A step-by-step inference runner that keeps the state between calls.
 
         ``s = layer.stream(B)``; ``y_t = s(x_t)`` with x_t (B, D) returns (B, H), the
-        last layer's output for this step. ``s.state`` is the current state (h of
+        last layer's output for this step, a new array; ``s(x_t, out)`` writes it
+        into ``out`` instead (an aligned, C-contiguous, writeable (B, H) ndarray of
+        the layer's dtype, which may be x_t itself) and returns ``out``, so that a
+        loop of steps allocates nothing. ``s.state`` is the current state (h of
         shape (L, B, H), or (h, c) for the LSTM); ``s.reset()`` sets it to zeros and
         ``s.reset(state)`` to ``state`` in that form.
         No dropout (streaming is inference). The stream reads ``params`` at every
@@ -507,10 +510,10 @@ class _Stream(_stream.StepRunner):
     A call is ``rnnfast._stream.StepRunner.__call__`` itself, with no Python frame in
     between, built for the cost of one call from Python: the runner holds the state
     ``_states`` (S, L, B, H), S = 1 (h) or 2 (h, c), runs every layer's step straight
-    on the arrays in ``params`` and returns a new (B, H) array. It checks the input
-    with a few C comparisons and hands anything else to ``_checked_input``; whenever
-    ``params`` holds an array it has not seen, it asks ``_check_params`` to validate
-    the arrays before it uses them.
+    on the arrays in ``params`` and returns a new (B, H) array or fills ``out``. It
+    checks the input with a few C comparisons and hands anything else to
+    ``_checked_input``; whenever ``params`` holds an array it has not seen, it asks
+    ``_check_params`` to validate the arrays before it uses them.
     """
 
     def __init__(self, layer, batch_size):

@@ -660,6 +660,54 @@ def test_stream_inputs_and_parameter_updates(cls, rng):
         stream(x)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_stream_writes_into_out(variant, dtype, rng):
+    """``stream(x_t, out)`` writes the step's h into ``out`` and returns it: the same
+    values as a stream that returns new arrays, out reused at every step, also where
+    out is x_t itself (D = H) and where the steps share the cores (H = 128)."""
+    cls, _, extra = VARIANTS[variant]
+    for batch, size in ((3, 6), (1, 128)):
+        layer = cls(size, size, num_layers=2, dtype=dtype, seed=2, **extra).eval()
+        x = rng.standard_normal((6, batch, size)).astype(dtype)
+        fresh, into, in_place = layer.stream(batch), layer.stream(batch), layer.stream(batch)
+        out = np.full((batch, size), np.nan, dtype)
+        for t in range(6):
+            expected = fresh(x[t])
+            assert into(x[t], out) is out
+            np.testing.assert_array_equal(out, expected)
+            x_t = x[t].copy()
+            assert in_place(x_t, out=x_t) is x_t
+            np.testing.assert_array_equal(x_t, expected)
+
+
+def test_stream_rejects_a_bad_out(rng):
+    layer = GRU(3, 4, seed=0).eval()
+    stream = layer.stream(2)
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    expected = layer.stream(2)(x)
+    cases = [
+        ([[0.0] * 4] * 2, TypeError, r"out must be None or a float32 ndarray of shape "
+                                     r"\(B, H\) = \(2, 4\), got list"),
+        (np.zeros((2, 4)), TypeError, "out must have dtype float32, got float64"),
+        (np.zeros((2, 5), np.float32), ValueError, r"out must have shape \(B, H\) = \(2, 4\), "
+                                                   r"got \(2, 5\)"),
+        (np.zeros(8, np.float32), ValueError, r"out must have shape .* got \(8,\)"),
+        (np.zeros((4, 2), np.float32).T, ValueError, "out must be C-contiguous and aligned"),
+        (np.zeros(33, np.uint8)[1:].view(np.float32).reshape(2, 4), ValueError,
+         "out must be C-contiguous and aligned"),
+        (np.ma.zeros((2, 4), np.float32), TypeError, "got MaskedArray"),
+    ]
+    read_only = np.zeros((2, 4), np.float32)
+    read_only.flags.writeable = False
+    cases.append((read_only, ValueError, "out must be writeable"))
+    for out, error, message in cases:
+        with pytest.raises(error, match=message):
+            stream(x, out)
+    # a refused out leaves the stream's state where it was
+    np.testing.assert_array_equal(stream(x), expected)
+
+
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
 def test_stream_rejects_bidirectional_and_bad_batch_size(cls):
     with pytest.raises(ValueError, match="cannot run a bidirectional"):
