@@ -17,9 +17,12 @@
  * does between its jobs (the gate pass, which reads the parts the helpers wrote, or
  * a stream's return to Python) counts too. A block starts timing after _SETTLE jobs
  * run its way, a shared one only after a job the helpers took part in (a helper
- * woken from sleep takes tens of microseconds to come). Sharing stays the choice
- * where its fastest block beats the fastest alone by _MARGIN; a trial where the
- * helpers never came chooses alone. A gap of more than _MAX_GAP_US between two
+ * woken from sleep takes tens of microseconds to come). A trial finds for sharing
+ * where its fastest block beats the fastest alone by _MARGIN, and for alone where
+ * not or where the helpers never came; the choice changes when two trials in a row
+ * find against it (the second soon after the first), as a trial can catch a burst
+ * of other work on the machine (on that VM about one in ten, where sharing halved
+ * a step's time, found for alone). A gap of more than _MAX_GAP_US between two
  * timed jobs (the caller did something else) restarts the block, and a trial that
  * restarts blocks more than _MAX_RESTARTS times ends with the choice as it was.
  * Trials come after the first _WARMUP jobs, then every _TRUST jobs or
@@ -48,6 +51,7 @@
 typedef struct {
     int alone;            /* the choice: every part on the caller */
     int tried;            /* trials ended */
+    int doubted;          /* the last trial found against the choice */
     long jobs;            /* jobs since the last trial ended (or since the first) */
     double tried_at;      /* when the last trial ended */
     /* the trial: */
@@ -65,16 +69,22 @@ static inline void rnnfast_sharing_init(rnnfast_sharing *s)
 {
     s->alone = 0;
     s->tried = 0;
+    s->doubted = 0;
     s->jobs = 0;
     s->block = -1;
+}
+
+/* Jobs after which the next trial is due. */
+static inline long rnnfast_sharing_due(const rnnfast_sharing *s)
+{
+    return s->tried && !s->doubted ? RNNFAST_SHARING_TRUST : RNNFAST_SHARING_WARMUP;
 }
 
 /* Whether the next job's start time is needed (a trial is on or may begin). */
 static inline int rnnfast_sharing_timing(const rnnfast_sharing *s)
 {
     long next = s->jobs + 1;
-    return s->block >= 0
-        || next >= (s->tried ? RNNFAST_SHARING_TRUST : RNNFAST_SHARING_WARMUP)
+    return s->block >= 0 || next >= rnnfast_sharing_due(s)
         || (s->tried && next % RNNFAST_SHARING_CLOCK_JOBS == 0);
 }
 
@@ -89,9 +99,13 @@ static inline void rnnfast_sharing_restart_block(rnnfast_sharing *s)
 static inline void rnnfast_sharing_end_trial(rnnfast_sharing *s, int decide, double now)
 {
     double shared = s->best[0], alone = s->best[1];
-    if (decide && alone < 1e300)
+    if (decide && alone < 1e300) {
         /* shared never timed: the helpers never came */
-        s->alone = !(shared <= (1.0 - RNNFAST_SHARING_MARGIN) * alone);
+        int verdict = !(shared <= (1.0 - RNNFAST_SHARING_MARGIN) * alone);
+        if (verdict != s->alone && s->doubted)
+            s->alone = verdict;
+        s->doubted = verdict != s->alone;
+    }
     s->block = -1;
     s->jobs = 0;
     s->tried++;
@@ -114,7 +128,7 @@ static inline int rnnfast_sharing_alone(rnnfast_sharing *s, double now)
 {
     if (s->block < 0) {
         long jobs = ++s->jobs;
-        if (jobs < (s->tried ? RNNFAST_SHARING_TRUST : RNNFAST_SHARING_WARMUP)
+        if (jobs < rnnfast_sharing_due(s)
                 && !(s->tried && jobs % RNNFAST_SHARING_CLOCK_JOBS == 0
                      && now - s->tried_at >= RNNFAST_SHARING_TRUST_SECONDS))
             return s->alone;

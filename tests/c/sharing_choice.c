@@ -11,21 +11,35 @@ typedef struct {
     int helpers_come;             /* whether the helpers take part in shared jobs */
 } machine_t;
 
-/* Runs ``jobs`` jobs from time *now on; returns how many ran alone. */
-static long run(rnnfast_sharing *s, const machine_t *machine, long jobs, double *now)
+static double now = 100.0;        /* seconds */
+
+/* Runs one job; returns whether it ran alone. */
+static int job(rnnfast_sharing *s, const machine_t *machine)
 {
-    long alone_jobs = 0;
-    for (long i = 0; i < jobs; i++) {
-        int alone = rnnfast_sharing_alone(s, rnnfast_sharing_timing(s) ? *now : -1.0);
-        if (alone) {
-            alone_jobs++;
-            *now += 1e-6 * machine->alone_us;
-        } else {
-            rnnfast_sharing_helped(s, machine->helpers_come);
-            *now += 1e-6 * (machine->helpers_come ? machine->shared_us : machine->alone_us);
-        }
-    }
-    return alone_jobs;
+    int alone = rnnfast_sharing_alone(s, rnnfast_sharing_timing(s) ? now : -1.0);
+    if (!alone)
+        rnnfast_sharing_helped(s, machine->helpers_come);
+    now += 1e-6 * (alone || !machine->helpers_come ? machine->alone_us : machine->shared_us);
+    return alone;
+}
+
+/* Runs jobs until ``count`` more trials have ended (at most a million jobs);
+ * returns how many ran alone. */
+static long trials(rnnfast_sharing *s, const machine_t *machine, int count)
+{
+    long alone = 0;
+    for (int target = s->tried + count, i = 0; s->tried < target && i < 1000000; i++)
+        alone += job(s, machine);
+    return alone;
+}
+
+/* Runs ``jobs`` jobs; returns how many ran alone. */
+static long jobs(rnnfast_sharing *s, const machine_t *machine, long count)
+{
+    long alone = 0;
+    for (long i = 0; i < count; i++)
+        alone += job(s, machine);
+    return alone;
 }
 
 static int failures = 0;
@@ -38,69 +52,75 @@ static void expect(int condition, const char *what)
     }
 }
 
-/* Jobs of one trial at most: its blocks, each settled and timed, plus one. */
-#define TRIAL_JOBS (2 * RNNFAST_SHARING_ROUNDS * (RNNFAST_SHARING_SETTLE + RNNFAST_SHARING_TIMED + 1))
-
 int main(void)
 {
     rnnfast_sharing s;
-    double now = 100.0;
     const machine_t near = {1.0, 2.0, 1}, far = {2.6, 1.6, 1}, marginal = {0.97, 1.0, 1};
-    const machine_t no_helpers = {1.0, 2.0, 0};
 
-    /* Where sharing pays it stays; the trial runs at most half its jobs alone. */
+    /* Where sharing pays it stays; a trial runs about a block of each round alone. */
     rnnfast_sharing_init(&s);
-    expect(run(&s, &near, RNNFAST_SHARING_WARMUP - 1, &now) == 0, "shared before the trial");
-    long alone = run(&s, &near, TRIAL_JOBS, &now);
-    expect(s.block < 0 && s.tried, "the trial ended");
-    expect(!s.alone, "sharing chosen where it pays");
-    expect(alone >= RNNFAST_SHARING_ROUNDS * RNNFAST_SHARING_TIMED && alone <= TRIAL_JOBS / 2,
-           "the trial timed both ways");
-    expect(run(&s, &near, RNNFAST_SHARING_TRUST - 1 - s.jobs, &now) == 0,
-           "shared until the next trial");
-
-    /* Cores far apart: alone from the next trial on, until sharing pays again. */
-    run(&s, &far, 1 + TRIAL_JOBS, &now);
-    expect(s.alone && s.block < 0, "alone chosen where sharing costs more");
+    expect(jobs(&s, &near, RNNFAST_SHARING_WARMUP - 1) == 0, "shared before the first trial");
+    long alone = trials(&s, &near, 1);
+    expect(!s.alone && !s.doubted && s.tried == 1, "sharing kept where it pays");
+    expect(alone >= RNNFAST_SHARING_ROUNDS * RNNFAST_SHARING_TIMED
+           && alone <= RNNFAST_SHARING_ROUNDS * (RNNFAST_SHARING_TIMED + RNNFAST_SHARING_SETTLE + 1),
+           "a trial runs a block alone in each round");
     long until_trial = RNNFAST_SHARING_TRUST - 1 - s.jobs;
-    expect(run(&s, &far, until_trial, &now) == until_trial, "alone until the next trial");
-    run(&s, &near, 1 + TRIAL_JOBS, &now);
-    expect(!s.alone, "sharing chosen again once it pays");
+    expect(jobs(&s, &near, until_trial) == 0, "shared until the next trial is due");
+
+    /* Cores far apart: one trial only doubts, the next (soon after) changes the
+     * choice; alone then until a trial finds sharing better twice. */
+    trials(&s, &far, 1);
+    expect(!s.alone && s.doubted, "one trial against the choice only doubts it");
+    expect(s.jobs == 0 && rnnfast_sharing_due(&s) == RNNFAST_SHARING_WARMUP,
+           "a doubted choice is tried again soon");
+    trials(&s, &far, 1);
+    expect(s.alone && !s.doubted, "alone chosen after two trials where sharing costs more");
+    until_trial = RNNFAST_SHARING_TRUST - 1 - s.jobs;
+    expect(jobs(&s, &far, until_trial) == until_trial, "alone until the next trial is due");
+    trials(&s, &near, 1);
+    expect(s.alone && s.doubted, "one trial for sharing only doubts alone");
+    trials(&s, &far, 1);
+    expect(s.alone && !s.doubted, "a trial that agrees again clears the doubt");
+    trials(&s, &near, 2);
+    expect(!s.alone, "sharing chosen again after two trials where it pays");
 
     /* Long jobs: a trial every RNNFAST_SHARING_TRUST_SECONDS, long before
      * RNNFAST_SHARING_TRUST jobs. */
     const machine_t far_long = {100.0, 60.0, 1}, near_long = {30.0, 60.0, 1};
     rnnfast_sharing_init(&s);
-    run(&s, &far_long, RNNFAST_SHARING_WARMUP + TRIAL_JOBS, &now);
-    expect(s.alone && s.block < 0, "alone chosen for long jobs where sharing costs more");
-    long jobs = (long)(RNNFAST_SHARING_TRUST_SECONDS / 60e-6) + RNNFAST_SHARING_CLOCK_JOBS;
-    run(&s, &near_long, jobs + TRIAL_JOBS, &now);
-    expect(!s.alone, "long jobs tried again after RNNFAST_SHARING_TRUST_SECONDS");
+    trials(&s, &far_long, 2);
+    expect(s.alone, "alone chosen for long jobs where sharing costs more");
+    double started = now;
+    trials(&s, &near_long, 2);
+    expect(!s.alone && now - started < 3 * RNNFAST_SHARING_TRUST_SECONDS,
+           "long jobs tried again after RNNFAST_SHARING_TRUST_SECONDS");
 
     /* Sharing must win by the margin. */
     rnnfast_sharing_init(&s);
-    run(&s, &marginal, RNNFAST_SHARING_WARMUP + TRIAL_JOBS, &now);
-    expect(s.tried && s.alone, "alone where sharing saves less than the margin");
+    trials(&s, &marginal, 2);
+    expect(s.tried == 2 && s.alone, "alone where sharing saves less than the margin");
 
     /* Helpers that never come: alone. */
+    const machine_t no_helpers = {1.0, 2.0, 0};
     rnnfast_sharing_init(&s);
-    run(&s, &no_helpers, RNNFAST_SHARING_WARMUP + TRIAL_JOBS
-                         + RNNFAST_SHARING_ROUNDS * RNNFAST_SHARING_MAX_SETTLE, &now);
-    expect(s.tried && s.alone && s.block < 0, "alone where the helpers never come");
+    trials(&s, &no_helpers, 2);
+    expect(s.tried == 2 && s.alone, "alone where the helpers never come");
 
     /* Jobs far apart in time (the caller does other work between them): the trial
-     * gives up and the choice stays. */
+     * gives up, the choice stays. */
     const machine_t sparse = {1000.0, 500.0, 1};
     rnnfast_sharing_init(&s);
-    run(&s, &sparse, RNNFAST_SHARING_WARMUP + 2 * TRIAL_JOBS, &now);
-    expect(s.tried && !s.alone && s.block < 0, "the choice kept when no block can be timed");
+    trials(&s, &sparse, 3);
+    expect(s.tried == 3 && !s.alone && !s.doubted && s.restarts > RNNFAST_SHARING_MAX_RESTARTS,
+           "the choice kept where no block can be timed");
 
-    /* One slow job in a block (an interruption) restarts only that block. */
+    /* One slow job in a trial (an interruption) restarts only its block. */
     rnnfast_sharing_init(&s);
-    run(&s, &far, RNNFAST_SHARING_WARMUP + 5, &now);
+    jobs(&s, &far, RNNFAST_SHARING_WARMUP + 5);
     now += 0.01;
-    run(&s, &far, TRIAL_JOBS, &now);
-    expect(s.tried && s.alone && s.restarts == 1, "a block restarted after a gap");
+    trials(&s, &far, 1);
+    expect(s.tried == 1 && s.doubted && s.restarts == 1, "a block restarted after a gap");
 
     if (failures)
         return 1;
