@@ -405,8 +405,10 @@ cdef void multiply_packed(int threads, bint accumulate, Py_ssize_t M, Py_ssize_t
     packed (gemm_packed), on ``threads`` threads: the caller and helper threads
     (rnnfast._helpers), one part of whole panels each. A thread that takes the same
     part at every step of a loop keeps its panels in its own cache. The helpers tell
-    products apart by M*N*K, and share each kind only where that pays (run_parts)."""
+    products apart by their shape (a forward step's from a backward step's, whose
+    M*N*K is the same), and share each kind only where that pays (run_parts)."""
     cdef PackedProduct job
+    cdef int64_t shape = (M & 0x1fffff) << 42 | (N & 0x1fffff) << 21 | (K & 0x1fffff)
     if threads < 2:
         if accumulate:
             gemm_packed(M, N, K, a, lda, packed, c, ldc)
@@ -417,10 +419,10 @@ cdef void multiply_packed(int threads, bint accumulate, Py_ssize_t M, Py_ssize_t
     job.accumulate, job.a, job.packed, job.c = accumulate, a, packed, c
     if floating is float:
         job.panel = packed_size_f32(1, 1)
-        run_parts(packed_product_part_f32, &job, threads, threads, M * N * K)
+        run_parts(packed_product_part_f32, &job, threads, threads, shape)
     else:
         job.panel = packed_size_f64(1, 1)
-        run_parts(packed_product_part_f64, &job, threads, threads, M * N * K)
+        run_parts(packed_product_part_f64, &job, threads, threads, shape)
 
 
 cdef inline const int64_t *lengths_ptr(const int64_t[::1] lengths) noexcept nogil:
