@@ -9,13 +9,12 @@ released, it approaches min(K, cores), less the share of each call spent in Pyth
 
 All the parallelism must come from the Python threads, so:
 
-* every call runs under ``rnnfast._threads.capped(1)``: its kernels run on the calling
-  thread, with no OpenMP team and no helper thread sharing its steps, whatever the
-  batch, the thresholds of rnnfast._threads and each thread's OpenMP limit (which a
-  library may have set in the main thread only: importing PyTorch caps it there). So
-  the serial and threaded runs compute alike and give bitwise the same results. Streams
-  follow OpenMP's limit instead; their steps split by output columns, which changes
-  no result;
+* every call runs under ``rnnfast._threads.capped(1)``: its kernels (a stream's steps
+  too) run on the calling thread, with no OpenMP team and no helper thread sharing its
+  steps, whatever the batch, the thresholds of rnnfast._threads and each thread's
+  OpenMP limit (which a library may have set in the main thread only: importing
+  PyTorch caps it there). So the serial and threaded runs compute alike and give
+  bitwise the same results;
 * BLAS (the input projection and weight-gradient GEMMs go through scipy's OpenBLAS)
   is held at one thread with threadpoolctl for the whole run.
 

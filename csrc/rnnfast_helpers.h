@@ -49,6 +49,10 @@
 
 typedef void (*rnnfast_part_fn)(void *job, int part);
 
+/* The limit rnnfast._threads.capped sets on the calling thread's kernel calls in
+ * place of OpenMP's (0: none), here so that compiled callers (the streams) see it. */
+static _Thread_local int rnnfast_thread_cap = 0;
+
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #include <sched.h>

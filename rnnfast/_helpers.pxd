@@ -7,3 +7,4 @@ ctypedef void (*part_fn)(void *job, int part) noexcept nogil
 
 cdef void run_parts(part_fn fn, void *job, int parts, int threads,
                     int64_t size) noexcept nogil
+cdef int thread_cap() noexcept nogil

@@ -16,6 +16,7 @@ cdef extern from "rnnfast_helpers.h" nogil:
     void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int threads,
                            int64_t size)
     int rnnfast_helpers_running()
+    int rnnfast_thread_cap
 
 
 cdef void run_parts(part_fn fn, void *job, int parts, int threads,
@@ -25,6 +26,20 @@ cdef void run_parts(part_fn fn, void *job, int parts, int threads,
     tells kinds of job apart: each kind runs on the caller alone where timing shows
     that sharing it does not pay; 0 always shares."""
     rnnfast_run_parts(fn, job, parts, threads, size)
+
+
+cdef int thread_cap() noexcept nogil:
+    """The calling thread's thread limit in place of OpenMP's (set_thread_cap), or 0."""
+    return rnnfast_thread_cap
+
+
+def set_thread_cap(int threads):
+    """Make ``threads`` (0: none) the calling thread's limit in place of OpenMP's for
+    compiled callers (rnnfast._threads.capped keeps it); returns the previous one."""
+    global rnnfast_thread_cap
+    previous = rnnfast_thread_cap
+    rnnfast_thread_cap = threads
+    return previous
 
 
 def sharing_choices():

@@ -41,7 +41,7 @@ from libc.string cimport memcpy, memset
 
 from ._blas cimport gemm, NoTrans, Trans
 from ._gates cimport *
-from ._helpers cimport run_parts
+from ._helpers cimport run_parts, thread_cap
 from ._helpers import helper_threads
 
 cnp.import_array()
@@ -305,7 +305,8 @@ cdef void run_layers(int kind, Py_ssize_t G, Py_ssize_t L, Py_ssize_t B, Py_ssiz
     states[:, k] entering the step; it writes next_states[:, k]. ``large``: the
     workspaces of a large batch (their pointers NULL otherwise), filled in here."""
     cdef Py_ssize_t k, Din, GH, multiply_adds, threads, even_parts
-    cdef Py_ssize_t max_threads = rnnfast_max_threads()
+    # the calling thread's limit (rnnfast._threads.capped), else OpenMP's
+    cdef Py_ssize_t max_threads = thread_cap() or rnnfast_max_threads()
     cdef StepProducts products
     cdef const floating *v = x
     cdef const floating *w_ih

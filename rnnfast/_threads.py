@@ -33,7 +33,7 @@ import threading
 
 from threadpoolctl import ThreadpoolController
 
-from . import _kernels
+from . import _helpers, _kernels
 from ._blas import ThreadCounts
 
 MIN_ROWS_PER_THREAD = 4
@@ -97,8 +97,9 @@ def _capped(threads):
 
 
 class capped:
-    """Context manager: within the block the kernel calls of this Python thread take
-    ``threads`` as their limit in place of OpenMP's (caps nest: the innermost holds).
+    """Context manager: within the block the kernel calls of this Python thread (its
+    streams' steps too) take ``threads`` as their limit in place of OpenMP's (caps
+    nest: the innermost holds).
     In place, not below: OpenMP's limit is a setting of each thread, and a worker
     running a piece for another thread takes that thread's share of its limit, not
     a share of its own."""
@@ -110,6 +111,7 @@ class capped:
         global _caps
         self.saved = getattr(_cap, "threads", None)
         _cap.threads = self.threads
+        self.saved_in_c = _helpers.set_thread_cap(self.threads)   # for the streams
         with _lock:
             _caps += 1
         return self
@@ -118,6 +120,7 @@ class capped:
         global _caps
         with _lock:
             _caps -= 1
+        _helpers.set_thread_cap(self.saved_in_c)
         if self.saved is None:
             del _cap.threads
         else:

@@ -482,6 +482,33 @@ def test_one_thread_starts_no_helper():
     assert output_of_child(script, OMP_NUM_THREADS="1") == "0"
 
 
+CAPPED_STREAM_SCRIPT = """
+import numpy as np
+import rnnfast
+from threadpoolctl import threadpool_limits
+from rnnfast import _helpers, _kernels, _threads
+
+layer = rnnfast.LSTM(128, 128, seed=1).eval()
+x = np.random.default_rng(0).standard_normal((50, 1, 128)).astype(np.float32)
+with threadpool_limits(limits=2, user_api="openmp"):   # whatever OMP_NUM_THREADS says
+    stream = layer.stream(1)
+    with _threads.capped(1):
+        capped = np.stack([stream(x_t) for x_t in x])
+    alone = _helpers.helper_threads() == 0
+    stream.reset()
+    shared = np.stack([stream(x_t) for x_t in x])
+    helpers = 1 if _kernels.max_threads() > 1 else 0     # none in a build without OpenMP
+    print(alone and _helpers.helper_threads() == helpers and np.array_equal(capped, shared))
+"""
+
+
+def test_a_capped_thread_streams_alone():
+    """Streams take ``_threads.capped`` as their limit too: a stream stepped under
+    ``capped(1)`` starts no helper thread (in a fresh interpreter), the same stream
+    outside it does, with bitwise the same outputs."""
+    assert output_of_child(CAPPED_STREAM_SCRIPT) == "True"
+
+
 STREAM_FORK_SCRIPT = """
 import os
 import numpy as np
