@@ -293,6 +293,86 @@ def test_generate_continues_the_prime(trained):
     assert trained.generate("The quick brown ", 12, temperature=0.01, seed=3) == greedy
 
 
+def numpy_draw(logits, temperature, top_k, u):
+    """The draw of rnnfast._sampling.sample_softmax in NumPy: softmax(logits / T) over
+    the top_k largest logits (ties at the k-th value: the smaller ids), first id whose
+    running sum exceeds u * total."""
+    z = np.asarray(logits, np.float64) / temperature
+    if top_k and top_k < len(z):
+        kept = np.lexsort((np.arange(len(z)), -np.asarray(logits, np.float64)))[:top_k]
+        restricted = np.full_like(z, -np.inf)
+        restricted[kept] = z[kept]
+        z = restricted
+    cumulative = np.cumsum(np.exp(z - z.max()))
+    return min(int(np.searchsorted(cumulative, u * cumulative[-1], side="right")), len(z) - 1)
+
+
+def test_generate_is_the_stream_head_and_softmax_draw_step_by_step(trained):
+    """generate() as its definition in NumPy: the stream's h, the head's logits, one
+    draw from softmax(logits / temperature) per character with the seeded generator's
+    next number."""
+    def reference(prime, length, temperature, top_k, seed):
+        rng = np.random.default_rng(seed)
+        stream = trained.rnn.stream(1)
+        for character in trained.vocabulary.encode(prime):
+            h = stream(np.eye(len(trained.vocabulary), dtype=np.float32)[character][None])
+        ids = []
+        for _ in range(length):
+            ids.append(numpy_draw(trained.head(h)[0], temperature, top_k, rng.random()))
+            h = stream(np.eye(len(trained.vocabulary), dtype=np.float32)[ids[-1]][None])
+        return trained.vocabulary.decode(ids)
+
+    for temperature, top_k in ((1.0, None), (0.6, None), (1.5, 3), (0.9, 1)):
+        assert (trained.generate("The ", 200, temperature, top_k, seed=5)
+                == reference("The ", 200, temperature, top_k, seed=5))
+
+
+# (V, temperature, top_k); logits with ties come from few integers
+SAMPLING_CASES = [(37, 1.0, 0), (37, 0.5, 5), (37, 2.0, 36), (37, 1.0, 1), (5, 1.0, 0),
+                  (1, 1.0, 1), (200, 0.8, 17)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("V,temperature,top_k", SAMPLING_CASES)
+def test_sample_softmax_draws_each_id_with_its_probability(V, temperature, top_k, dtype):
+    """Over a grid of N uniform numbers each id is drawn N p_i times (+-1), p the
+    softmax of logits / temperature over the top_k largest; the draw is NumPy's at
+    every point of the grid."""
+    from rnnfast import _sampling
+    rng = np.random.default_rng(V + top_k)
+    for logits in (rng.standard_normal(V) * 3, rng.integers(-2, 3, V).astype(float)):
+        logits = logits.astype(dtype)
+        grid = (np.arange(4000) + 0.5) / 4000
+        drawn = np.array([_sampling.sample_softmax(logits, temperature, top_k, u)
+                          for u in grid])
+        expected = np.array([numpy_draw(logits, temperature, top_k, u) for u in grid])
+        np.testing.assert_array_equal(drawn, expected)
+        k = top_k or V
+        kept = np.lexsort((np.arange(V), -logits.astype(np.float64)))[:k]
+        weights = np.zeros(V)
+        weights[kept] = np.exp(logits[kept] / temperature - (logits[kept] / temperature).max())
+        counts = np.bincount(drawn, minlength=V)
+        assert np.all(np.abs(counts - len(grid) * weights / weights.sum()) <= 1.0 + 1e-9)
+        assert set(drawn) <= set(kept)
+
+
+def test_sample_softmax_edges():
+    from rnnfast import _sampling
+    draw = _sampling.sample_softmax
+    ties = np.array([1.0, 2.0, 2.0, 2.0, 0.0])
+    assert {draw(ties, 1.0, 2, u) for u in np.linspace(0, 0.999, 50)} == {1, 2}
+    infinite = np.array([0.0, np.inf, 3.0, np.inf])        # the softmax's limit
+    assert [draw(infinite, 1.0, 0, u) for u in (0.0, 0.49, 0.5, 0.99)] == [1, 1, 3, 3]
+    assert draw(np.array([0.0, 0.0, -np.inf]), 1.0, 0, 1.0) == 1   # never a weight of 0
+    assert draw(np.array([-np.inf, 5.0]), 1.0, 0, 0.0) == 1
+    with pytest.raises(ValueError, match="logits must not hold NaN, got NaN at 2"):
+        draw(np.array([0.0, 1.0, np.nan]), 1.0, 0, 0.5)
+    with pytest.raises(ValueError, match="every logit kept is -inf"):
+        draw(np.full(3, -np.inf), 1.0, 0, 0.5)
+    with pytest.raises(ValueError, match="at least one value"):
+        draw(np.zeros(0), 1.0, 0, 0.5)
+
+
 @pytest.mark.parametrize("arguments,error,message", [
     ({"temperature": 0}, ValueError, "temperature must be a finite number > 0, got 0.0"),
     ({"temperature": "hot"}, TypeError, "temperature must be a number"),

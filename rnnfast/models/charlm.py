@@ -38,6 +38,7 @@ from typing import List, NamedTuple, Optional
 
 import numpy as np
 
+from .. import _sampling
 from .._threads import blas_on_one_thread
 from .._training import (StopOnInterrupt, TimeBudget, generator_state, progress_bar,
                          restore_generator)
@@ -359,15 +360,23 @@ class CharLM:
         if len(prime_ids) == 0:
             start = "\n" if "\n" in self.vocabulary else self.vocabulary.characters[0]
             prime_ids = self.vocabulary.encode(start)
+        # One step a character, into buffers made once: the stream's output h (1, H),
+        # the head's logits = h W^T + b (1, V) as in Linear, and the draw in C.
         stream = self.rnn.stream(1)
+        inputs = self._one_hot_table[:, None, :]                             # (V, 1, V)
+        output = np.empty((1, self.hidden_size), self.rnn.dtype)
+        weight_t, bias = self.head.params["weight"].T, self.head.params["bias"]
+        logits = np.empty((1, len(self.vocabulary)), self.head.dtype)
         for character in prime_ids:
-            output = stream(self._one_hot_table[character][None])          # (1, H)
+            stream(inputs[character], output)
         generated = []
         for _ in range(length):
-            logits = self.head(output)[0]                                    # (V,)
-            character = _sample(logits, temperature, top_k, rng)
+            np.matmul(output, weight_t, out=logits)
+            logits += bias
+            character = _sampling.sample_softmax(logits[0], temperature, top_k or 0,
+                                                 rng.random())
             generated.append(character)
-            output = stream(self._one_hot_table[character][None])
+            stream(inputs[character], output)
         return self.vocabulary.decode(generated)
 
     # ------------------------------------------------------------------ training
@@ -627,21 +636,6 @@ def _negative_log_likelihood(logits, targets):
     log_norm = np.log(np.exp(z).sum(axis=-1))                       # (T, B)
     picked = np.take_along_axis(z, targets[..., None], axis=-1)[..., 0]
     return float(np.sum(log_norm - picked))
-
-
-def _sample(logits, temperature, top_k, rng):
-    """Draw an id from softmax(logits / temperature) over the top_k largest logits."""
-    z = logits.astype(np.float64) / temperature                      # (V,)
-    if top_k is not None and top_k < len(z):
-        kept = np.argpartition(z, -top_k)[-top_k:]                  # the k largest
-        restricted = np.full_like(z, -np.inf)
-        restricted[kept] = z[kept]
-        z = restricted
-    weights = np.exp(z - z.max())
-    cumulative = np.cumsum(weights)
-    # the first id whose cumulative weight exceeds u ~ U[0, total)
-    choice = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
-    return min(choice, len(z) - 1)
 
 
 def _check_directory(path):
