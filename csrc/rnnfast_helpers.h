@@ -276,6 +276,60 @@ static int rnnfast_helpers_choices(rnnfast_part_fn *fns, int64_t *sizes,
     return count;
 }
 
+/* A flag handed back and forth between two threads (rnnfast_round_trip). */
+typedef struct {
+    int flag;       /* 2i+1: the caller's turn i is out; 2i+2: answered; -1: stop */
+    int trips;
+} rnnfast_ping;
+
+static void *rnnfast_pong(void *arg)
+{
+    rnnfast_ping *ping = arg;
+    for (int i = 0; i < ping->trips; i++) {
+        int flag;
+        while ((flag = __atomic_load_n(&ping->flag, __ATOMIC_ACQUIRE)) != 2 * i + 1) {
+            if (flag < 0)
+                return NULL;
+            RNNFAST_PAUSE();
+        }
+        __atomic_store_n(&ping->flag, 2 * i + 2, __ATOMIC_RELEASE);
+    }
+    return NULL;
+}
+
+/* Seconds for one round trip between the calling thread and a new thread, each
+ * spinning for the other's write of one flag: how far apart the cores under the two
+ * threads are (the fastest mean of ``batches`` batches of ``trips``). -1 where the
+ * thread cannot start or a batch takes longer than ``timeout`` seconds (the two
+ * threads then share a core). */
+static double rnnfast_round_trip(int batches, int trips, double timeout)
+{
+    rnnfast_ping ping = {0, batches * trips};
+    pthread_t thread;
+    double best = 1e300;
+    if (pthread_create(&thread, NULL, rnnfast_pong, &ping) != 0)
+        return -1.0;
+    for (int batch = 0; batch < batches && best > 0; batch++) {
+        double start = rnnfast_seconds();
+        for (int i = batch * trips; i < (batch + 1) * trips && best > 0; i++) {
+            __atomic_store_n(&ping.flag, 2 * i + 1, __ATOMIC_RELEASE);
+            for (int polls = 1; __atomic_load_n(&ping.flag, __ATOMIC_ACQUIRE) != 2 * i + 2;
+                    polls++) {
+                RNNFAST_PAUSE();
+                if (polls % 1024 == 0 && rnnfast_seconds() - start > timeout) {
+                    best = -1.0;
+                    break;
+                }
+            }
+        }
+        if (best > 0 && (rnnfast_seconds() - start) / trips < best)
+            best = (rnnfast_seconds() - start) / trips;
+    }
+    __atomic_store_n(&ping.flag, -1, __ATOMIC_RELEASE);
+    pthread_join(thread, NULL);
+    return best;
+}
+
 /* How many helper threads run in this process. */
 static int rnnfast_helpers_running(void)
 {
@@ -360,6 +414,12 @@ static void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int thre
 #else /* no POSIX threads: every part on the caller */
 
 static int rnnfast_helpers_running(void) { return 0; }
+
+static double rnnfast_round_trip(int batches, int trips, double timeout)
+{
+    (void)batches; (void)trips; (void)timeout;
+    return -1.0;
+}
 
 static int rnnfast_helpers_choices(rnnfast_part_fn *fns, int64_t *sizes,
                                    rnnfast_sharing *choices, int capacity)

@@ -272,6 +272,12 @@ def format_tables(results, peers):
                      f"float32, {sgemm['routine']}, {_threads_text(sgemm['threads'])}; "
                      f"best of {', '.join(f'{g:.1f}' for g in sgemm['gflops_measured'])}, "
                      f"measured before the modes and after each)")
+    trips = results["machine"].get("round_trip_us")
+    if trips:
+        lines.append("Round trip between two threads: " + ", ".join(
+            "— (no free core)" if t is None else f"{t:.2f} µs" for t in trips)
+            + " (before the modes and after each; where it grows, cores far apart slow "
+              "the work threads share)")
     for mode in results["settings"]["modes"]:
         rows = [r for r in results["rows"] if r["mode"] == mode]
         if not rows:

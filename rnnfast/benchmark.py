@@ -68,7 +68,12 @@ peer is missing); ``--json PATH`` writes everything, ``--plot PNG`` draws the
 speed-ups against H. JSON layout:
 
 * ``machine``: CPU, thread counts, library versions, BLAS/OpenMP pools, environment,
-  load averages before and after; ``settings``: what was run; ``sgemm``: ``gflops``
+  load averages before and after, ``round_trip_us`` (before the modes and after each:
+  microseconds for one thread's write to reach another and come back, null where the
+  second thread found no free core; on a VM it grows several times where the host
+  moves the vCPUs far apart, and work shared between threads slows); ``settings``:
+  what was run;
+  ``sgemm``: ``gflops``
   (the highest of ``gflops_measured``, before the modes and after each), ``n``,
   ``threads``, ``routine``; ``targets``: mode -> rule.
 * ``rows``: one dict per measurement, each with ``mode``, ``cell``, ``shape``
@@ -102,11 +107,12 @@ import argparse
 import math
 import os
 import sys
+import time
 import warnings
 
 import numpy as np
 
-from . import _bench_memory, _bench_report
+from . import _bench_memory, _bench_report, _helpers
 from ._argtypes import positive_float, positive_int, shape as shape_argument
 from ._bench_machine import (TimingSettings, limited_threads, load_average, machine_info,
                              openmp_runtimes, sgemm_peak, time_best, time_interleaved,
@@ -430,6 +436,18 @@ def _mode_rows(mode, config, sgemm_gflops):
             yield from _thread_rows(cell, config)
 
 
+def _round_trip_us(tries=5):
+    """rnnfast._helpers.round_trip_us, tried again 0.1 s later while the second thread
+    finds no free core (a library's thread pool may still spin after its last call);
+    None if it never does."""
+    for _ in range(tries):
+        trip = _helpers.round_trip_us()
+        if trip is not None:
+            return trip
+        time.sleep(0.1)
+    return None
+
+
 def run_benchmark(config, progress=None):
     """Measure the sgemm peak, then each mode of ``config`` in turn, measuring the
     peak again after each; the rows are judged against the highest peak.
@@ -443,12 +461,14 @@ def run_benchmark(config, progress=None):
     rows = []
     with limited_threads(config.threads, "torch" in peers):
         info = machine_info(config.threads, peers)
+        info["round_trip_us"] = [_round_trip_us()]
         peaks = [sgemm_peak(config.threads, config.settings, config.sgemm_size)]
         for mode in config.modes:
             for row in _mode_rows(mode, config, max(p["gflops"] for p in peaks)):
                 rows.append(row)
                 if progress is not None:
                     progress(row)
+            info["round_trip_us"].append(_round_trip_us())
             peaks.append(sgemm_peak(config.threads, config.settings, config.sgemm_size))
     info["load_average_after"] = load_average()
     measured = [p["gflops"] for p in peaks]

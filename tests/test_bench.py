@@ -54,6 +54,9 @@ def test_quick_run_writes_json_with_times_of_every_installed_peer(quick_results)
     assert sgemm["n"] == bench.QUICK_SGEMM_SIZE and sgemm["threads"] == 1
     assert len(sgemm["gflops_measured"]) == 1 + len(bench.QUICK_MODES)
     assert sgemm["gflops"] == max(sgemm["gflops_measured"]) > 0
+    trips = results["machine"]["round_trip_us"]         # None: no free core for it
+    assert len(trips) == 1 + len(bench.QUICK_MODES)
+    assert all(trip is None or 0 < trip < 1e5 for trip in trips)
     assert results["settings"]["modes"] == list(bench.QUICK_MODES)
     assert set(results["targets"]) == set(bench.QUICK_MODES)
     rows = results["rows"]
@@ -82,6 +85,7 @@ def test_tables_have_a_target_verdict_per_row(quick_results):
     text = bench.format_tables(quick_results)
     assert text.startswith("Machine: ")
     assert "sgemm peak: " in text
+    assert "Round trip between two threads: " in text
     for mode in bench.QUICK_MODES:
         assert f"### {mode}" in text
         assert f"Target: {bench._bench_report.TARGETS[mode]}." in text
