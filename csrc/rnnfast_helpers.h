@@ -356,9 +356,9 @@ static void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int thre
     int alone = sharing != NULL && rnnfast_sharing_alone(
         sharing, rnnfast_sharing_timing(sharing) ? rnnfast_seconds() : 0.0);
     if (alone || rnnfast_helpers.jobs_to_skip > 0) {
-        if (!alone) {
+        if (!alone) {   /* after a stall: no help to time */
             rnnfast_helpers.jobs_to_skip--;
-            rnnfast_sharing_helped(sharing, 0);
+            rnnfast_sharing_disturbed(sharing);
         }
         __atomic_store_n(&rnnfast_helpers.busy, 0, __ATOMIC_RELEASE);
         rnnfast_run_parts_here(fn, job, parts);
@@ -404,10 +404,13 @@ static void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int thre
                     stalled = 1;
             }
         }
-        if (stalled)
+        if (stalled) {
             rnnfast_helpers.jobs_to_skip = RNNFAST_HELPER_SKIP_JOBS;
+            rnnfast_sharing_disturbed(sharing);
+        }
     }
-    rnnfast_sharing_helped(sharing, mine < parts);
+    if (rnnfast_helpers.jobs_to_skip == 0)
+        rnnfast_sharing_helped(sharing, mine < parts);
     __atomic_store_n(&rnnfast_helpers.busy, 0, __ATOMIC_RELEASE);
 }
 

@@ -23,8 +23,11 @@
  * find against it (the second soon after the first), as a trial can catch a burst
  * of other work on the machine (on that VM about one in ten, where sharing halved
  * a step's time, found for alone). A gap of more than _MAX_GAP_US between two
- * timed jobs (the caller did something else) restarts the block, and a trial that
- * restarts blocks more than _MAX_RESTARTS times ends with the choice as it was.
+ * timed jobs (the caller did something else) restarts the block, and so does a
+ * stall of the helpers in a shared block (a helper lost its core to another thread,
+ * such as another library's pool still spinning after its call: the stall rule of
+ * rnnfast_helpers.h handles that); a trial that restarts blocks more than
+ * _MAX_RESTARTS times ends with the choice as it was.
  * Trials come after the first _WARMUP jobs, then every _TRUST jobs or
  * _TRUST_SECONDS, whichever comes first (the time is read every _CLOCK_JOBS jobs):
  * that VM moved its vCPUs every few seconds at times. A trial runs about 40 jobs
@@ -169,6 +172,20 @@ static inline int rnnfast_sharing_alone(rnnfast_sharing *s, double now)
     }
     s->last = now;
     return alone;
+}
+
+/* Called where a helper lost its core to another thread (the caller then runs jobs
+ * alone for a while, rnnfast_helpers.h): a shared block being timed would measure
+ * that, not how far apart the cores are, and starts again (no-op for a NULL ``s``). */
+static inline void rnnfast_sharing_disturbed(rnnfast_sharing *s)
+{
+    if (s != NULL && s->block >= 0 && s->block % 2 == 0) {
+        s->helped = 0;
+        if (s->timed > 0 && ++s->restarts > RNNFAST_SHARING_MAX_RESTARTS)
+            rnnfast_sharing_end_trial(s, 0, s->last);
+        else
+            rnnfast_sharing_restart_block(s);
+    }
 }
 
 /* Called as a job offered to the helpers ends: whether a helper ran a part of it

@@ -115,6 +115,20 @@ int main(void)
     expect(s.tried == 3 && !s.alone && !s.doubted && s.restarts > RNNFAST_SHARING_MAX_RESTARTS,
            "the choice kept where no block can be timed");
 
+    /* Helpers that stall now and then (another thread took their core): the shared
+     * blocks they disturb start again, and the choice is what the others show. */
+    rnnfast_sharing_init(&s);
+    jobs(&s, &near, RNNFAST_SHARING_WARMUP - 1);
+    for (int i = 0; s.tried < 1 && i < 100000; i++) {
+        int shared = !job(&s, &near);
+        if (shared && i % 40 == 10) {         /* a stall: a slow job, then disturbed */
+            now += 100e-6;
+            rnnfast_sharing_disturbed(&s);
+        }
+    }
+    expect(s.tried == 1 && !s.alone && !s.doubted && s.restarts >= 1,
+           "stalls restart shared blocks and leave sharing chosen");
+
     /* One slow job in a trial (an interruption) restarts only its block. */
     rnnfast_sharing_init(&s);
     jobs(&s, &far, RNNFAST_SHARING_WARMUP + 5);
