@@ -29,9 +29,9 @@
  *
  * Whether a kind of job is worth sharing at all depends on how far apart the cores
  * are, which can change while a process runs: each kind, its part function and a
- * size the caller gives (a step's multiply-adds, say), keeps a choice, shared or
- * alone, tried out by timing now and then (rnnfast_sharing.h); size 0 always
- * shares. Defining RNNFAST_SHARING_TRIALS as 0 shares every job offered.
+ * size the caller gives (a step's shape, or its multiply-adds), keeps a choice,
+ * shared or alone, tried out by timing now and then (rnnfast_sharing.h); size 0
+ * always shares. Defining RNNFAST_SHARING_TRIALS as 0 shares every job offered.
  *
  * One job at a time per process: a caller that finds the helpers busy with another
  * thread's job runs all its parts itself. The helpers start on first use; in a
@@ -153,7 +153,8 @@ static rnnfast_sharing *rnnfast_helpers_sharing(rnnfast_part_fn fn, int64_t size
         return NULL;
     int oldest = 0;
     for (int kind = 0; kind < RNNFAST_SHARING_KINDS; kind++) {
-        if (rnnfast_helpers.kinds[kind].fn == fn && rnnfast_helpers.kinds[kind].size == size) {
+        if (rnnfast_helpers.kinds[kind].fn == fn
+                && rnnfast_helpers.kinds[kind].size == size) {
             rnnfast_helpers.kinds[kind].used = number;
             return &rnnfast_helpers.kinds[kind].sharing;
         }
@@ -313,10 +314,10 @@ static double rnnfast_round_trip(int batches, int trips, double timeout)
         double start = rnnfast_seconds();
         for (int i = batch * trips; i < (batch + 1) * trips && best > 0; i++) {
             __atomic_store_n(&ping.flag, 2 * i + 1, __ATOMIC_RELEASE);
-            for (int polls = 1; __atomic_load_n(&ping.flag, __ATOMIC_ACQUIRE) != 2 * i + 2;
-                    polls++) {
+            int polls = 0;
+            while (__atomic_load_n(&ping.flag, __ATOMIC_ACQUIRE) != 2 * i + 2) {
                 RNNFAST_PAUSE();
-                if (polls % 1024 == 0 && rnnfast_seconds() - start > timeout) {
+                if (++polls % 1024 == 0 && rnnfast_seconds() - start > timeout) {
                     best = -1.0;
                     break;
                 }

@@ -23,9 +23,9 @@ cdef extern from "rnnfast_helpers.h" nogil:
 cdef void run_parts(part_fn fn, void *job, int parts, int threads,
                     int64_t size) noexcept nogil:
     """fn(job, p) for p = 0 .. parts-1 on at most ``threads`` threads, the caller one
-    of them; returns when every part has run. ``size`` (a step's multiply-adds, say)
-    tells kinds of job apart: each kind runs on the caller alone where timing shows
-    that sharing it does not pay; 0 always shares."""
+    of them; returns when every part has run. ``size`` (a step's shape, or its
+    multiply-adds) tells kinds of job apart: each kind runs on the caller alone where
+    timing shows that sharing it does not pay; 0 always shares."""
     rnnfast_run_parts(fn, job, parts, threads, size)
 
 

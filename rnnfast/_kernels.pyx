@@ -408,13 +408,14 @@ cdef void multiply_packed(int threads, bint accumulate, Py_ssize_t M, Py_ssize_t
     products apart by their shape (a forward step's from a backward step's, whose
     M*N*K is the same), and share each kind only where that pays (run_parts)."""
     cdef PackedProduct job
-    cdef int64_t shape = (M & 0x1fffff) << 42 | (N & 0x1fffff) << 21 | (K & 0x1fffff)
+    cdef int64_t shape
     if threads < 2:
         if accumulate:
             gemm_packed(M, N, K, a, lda, packed, c, ldc)
         else:
             gemm_packed_set(M, N, K, a, lda, packed, c, ldc)
         return
+    shape = (M & 0x1fffff) << 42 | (N & 0x1fffff) << 21 | (K & 0x1fffff)
     job.M, job.N, job.K, job.lda, job.ldc, job.parts = M, N, K, lda, ldc, threads
     job.accumulate, job.a, job.packed, job.c = accumulate, a, packed, c
     if floating is float:
