@@ -259,17 +259,15 @@ static int rnnfast_helpers_start(int wanted)
     return rnnfast_helpers.started < wanted ? rnnfast_helpers.started : wanted;
 }
 
-/* Copies the kinds of job with a choice (at most ``capacity``): part function, size
- * and choice; returns how many it copied, or -1 while a job runs. */
-static int rnnfast_helpers_choices(rnnfast_part_fn *fns, int64_t *sizes,
-                                   rnnfast_sharing *choices, int capacity)
+/* Copies the kinds of job with a choice (at most ``capacity``): size and choice;
+ * returns how many it copied, or -1 while a job runs. */
+static int rnnfast_helpers_choices(int64_t *sizes, rnnfast_sharing *choices, int capacity)
 {
     int count = 0;
     if (__atomic_exchange_n(&rnnfast_helpers.busy, 1, __ATOMIC_ACQUIRE))
         return -1;
     for (int kind = 0; kind < RNNFAST_SHARING_KINDS && count < capacity; kind++)
         if (rnnfast_helpers.kinds[kind].fn != NULL) {
-            fns[count] = rnnfast_helpers.kinds[kind].fn;
             sizes[count] = rnnfast_helpers.kinds[kind].size;
             choices[count++] = rnnfast_helpers.kinds[kind].sharing;
         }
@@ -323,8 +321,9 @@ static double rnnfast_round_trip(int batches, int trips, double timeout)
                 }
             }
         }
-        if (best > 0 && (rnnfast_seconds() - start) / trips < best)
-            best = (rnnfast_seconds() - start) / trips;
+        double mean = (rnnfast_seconds() - start) / trips;
+        if (best > 0 && mean < best)
+            best = mean;
     }
     __atomic_store_n(&ping.flag, -1, __ATOMIC_RELEASE);
     pthread_join(thread, NULL);
@@ -425,10 +424,9 @@ static double rnnfast_round_trip(int batches, int trips, double timeout)
     return -1.0;
 }
 
-static int rnnfast_helpers_choices(rnnfast_part_fn *fns, int64_t *sizes,
-                                   rnnfast_sharing *choices, int capacity)
+static int rnnfast_helpers_choices(int64_t *sizes, rnnfast_sharing *choices, int capacity)
 {
-    (void)fns; (void)sizes; (void)choices; (void)capacity;
+    (void)sizes; (void)choices; (void)capacity;
     return 0;
 }
 

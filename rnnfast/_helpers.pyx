@@ -11,8 +11,7 @@ cdef extern from "rnnfast_helpers.h" nogil:
     ctypedef struct rnnfast_sharing:
         int alone, tried
         double best[2]
-    int rnnfast_helpers_choices(rnnfast_part_fn *fns, int64_t *sizes,
-                                rnnfast_sharing *choices, int capacity)
+    int rnnfast_helpers_choices(int64_t *sizes, rnnfast_sharing *choices, int capacity)
     void rnnfast_run_parts(rnnfast_part_fn fn, void *job, int parts, int threads,
                            int64_t size)
     int rnnfast_helpers_running()
@@ -48,10 +47,9 @@ def sharing_choices():
     ``size``, ``alone`` (the choice), ``trials`` (ended so far) and ``shared_us``,
     ``alone_us`` (the last trial's fastest block of each way, None if untimed). None
     while a job runs."""
-    cdef rnnfast_part_fn fns[64]
     cdef int64_t sizes[64]
     cdef rnnfast_sharing choices[64]
-    cdef int count = rnnfast_helpers_choices(fns, sizes, choices, 64)
+    cdef int count = rnnfast_helpers_choices(sizes, choices, 64)
     if count < 0:
         return None
     return [{"size": sizes[i], "alone": bool(choices[i].alone), "trials": choices[i].tried,
