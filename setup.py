@@ -94,7 +94,7 @@ setup(
          extension("_products", parallel=True),
          # the maximum and the sum of a row of logits vectorise as OpenMP simd reductions
          extension("_losses", flags=[] if sys.platform == "win32" else ["-fopenmp-simd"]),
-         extension("_dropout"), extension("_sampling"),
+         extension("_dropout"), extension("_sampling", numpy_api=True),
          # bitwise the NumPy form's updates: no a * b + c contracted into one rounding;
          # the sums of squares vectorise as OpenMP simd reductions
          extension("_updates", flags=[] if sys.platform == "win32"

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
+from conftest import assert_close
 
 import rnnfast
 from rnnfast.models import CharLM
@@ -371,6 +372,65 @@ def test_sample_softmax_edges():
         draw(np.full(3, -np.inf), 1.0, 0, 0.5)
     with pytest.raises(ValueError, match="at least one value"):
         draw(np.zeros(0), 1.0, 0, 0.5)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_head_sampler_draws_from_the_logits_of_the_bound_state(dtype, bias):
+    """HeadSampler.draw(u): the head's logits h W^T + b of the h in the bound array at
+    the call, then sample_softmax's draw from them."""
+    from rnnfast import _sampling
+    rng = np.random.default_rng(3)
+    V, H = 37, 24
+    weight = rng.standard_normal((V, H)).astype(dtype)
+    b = rng.standard_normal(V).astype(dtype) if bias else None
+    hidden = np.empty((1, H), dtype)
+    for temperature, top_k in ((1.0, 0), (0.7, 5), (1.3, V), (1.0, 1)):
+        sampler = _sampling.HeadSampler(weight, b, hidden, temperature, top_k)
+        for u in np.linspace(0, 0.999, 9):
+            hidden[...] = rng.standard_normal((1, H))       # the stream writes h here
+            drawn = sampler.draw(u)
+            expected_logits = hidden[0] @ weight.T + (0 if b is None else b)
+            assert_close(sampler.logits, expected_logits, dtype, "logits")
+            assert drawn == _sampling.sample_softmax(sampler.logits, temperature, top_k, u)
+    assert not sampler.logits.flags.writeable
+
+
+def test_head_sampler_refuses_what_it_cannot_read():
+    from rnnfast import _sampling
+    weight, bias, hidden = np.zeros((5, 3), np.float32), np.zeros(5, np.float32), np.zeros(
+        (1, 3), np.float32)
+    sampler = _sampling.HeadSampler
+    for arguments, error, message in [
+        ((weight.astype(np.float16), bias, hidden, 1.0, 0), TypeError,
+         "weight must be a float32 or float64 ndarray, got float16"),
+        (([[1.0]], None, hidden, 1.0, 0), TypeError, "weight must be .* got list"),
+        ((np.zeros((0, 3), np.float32), None, hidden, 1.0, 0), ValueError,
+         r"C-contiguous \(V, H\) array with V >= 1, got shape \(0, 3\)"),
+        ((np.zeros((3, 5), np.float32).T, None, hidden, 1.0, 0), ValueError,
+         r"weight must be a C-contiguous"),
+        ((weight, bias.astype(np.float64), hidden, 1.0, 0), TypeError,
+         "bias must be an ndarray of the weight's dtype float32, got float64"),
+        ((weight, bias[:4], hidden, 1.0, 0), ValueError,
+         r"bias must be a C-contiguous array of shape \(5,\), got shape \(4,\)"),
+        ((weight, bias, np.zeros(3, np.float32), 1.0, 0), ValueError,
+         r"hidden must be a C-contiguous array of shape \(1, 3\), got shape \(3,\)"),
+        ((weight, bias, np.zeros((1, 6), np.float32)[:, ::2], 1.0, 0), ValueError,
+         "hidden must be a C-contiguous"),
+        ((weight, bias, [[0.0, 0.0, 0.0]], 1.0, 0), TypeError, "hidden must be an ndarray"),
+        ((weight, bias, hidden, 0.0, 0), ValueError, "temperature must be > 0, got 0.0"),
+        ((weight, bias, hidden, np.nan, 0), ValueError, "temperature must be > 0, got nan"),
+        ((weight, bias, hidden, 1.0, 6), ValueError, r"top_k must be in \[0, 5\]"),
+        ((weight, bias, hidden, 1.0, -1), ValueError, r"top_k must be in \[0, 5\]"),
+    ]:
+        with pytest.raises(error, match=message):
+            sampler(*arguments)
+    with pytest.raises(ValueError, match="not initialised"):
+        sampler.__new__(sampler).draw(0.5)
+    nan_weight = weight.copy()
+    nan_weight[2, 1] = np.nan
+    with pytest.raises(ValueError, match="logits must not hold NaN, got NaN at 2"):
+        sampler(nan_weight, bias, hidden, 1.0, 0).draw(0.5)
 
 
 @pytest.mark.parametrize("arguments,error,message", [

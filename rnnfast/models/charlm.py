@@ -360,21 +360,19 @@ class CharLM:
         if len(prime_ids) == 0:
             start = "\n" if "\n" in self.vocabulary else self.vocabulary.characters[0]
             prime_ids = self.vocabulary.encode(start)
-        # One step a character, into buffers made once: the stream's output h (1, H),
-        # the head's logits = h W^T + b (1, V) as in Linear, and the draw in C.
+        # One step a character: the stream writes h (1, H) into one buffer, from which
+        # the sampler computes the head's logits h W^T + b (V,) and draws, in C.
         stream = self.rnn.stream(1)
         inputs = self._one_hot_table[:, None, :]                             # (V, 1, V)
         output = np.empty((1, self.hidden_size), self.rnn.dtype)
-        weight_t, bias = self.head.params["weight"].T, self.head.params["bias"]
-        logits = np.empty((1, len(self.vocabulary)), self.head.dtype)
+        weight, bias = (np.ascontiguousarray(self.head.params[name], output.dtype)
+                        for name in ("weight", "bias"))
+        sampler = _sampling.HeadSampler(weight, bias, output, temperature, top_k or 0)
         for character in prime_ids:
             stream(inputs[character], output)
         generated = []
         for _ in range(length):
-            np.matmul(output, weight_t, out=logits)
-            logits += bias
-            character = _sampling.sample_softmax(logits[0], temperature, top_k or 0,
-                                                 rng.random())
+            character = sampler.draw(rng.random())
             generated.append(character)
             stream(inputs[character], output)
         return self.vocabulary.decode(generated)
