@@ -10,8 +10,9 @@ the input with a handful of C comparisons, checks that ``params`` still holds th
 arrays it bound (identity only: in-place updates need no check and take effect at
 once), runs each layer's step straight on the parameter arrays and returns a new
 (B, H) array, or writes into the caller's (``out``: 0.07 us less a call, a fifth of
-an RNN step at H = 32). Per layer, with the input v of the step (x, or the layer
-below's h):
+an RNN step at H = 32); ``lookup(i, out)`` takes a one-hot row as the input of a
+batch of 1, whose first product is then a column of W_ih. Per layer, with the input
+v of the step (x, or the layer below's h):
 
     gates = b_hh + v W_ih^T + h W_hh^T     (B, G*H)   RNN, LSTM: two GEMMs, beta = 1
     gates = v W_ih^T;  hh = h W_hh^T       (B, G*H)   GRU: r * (h W_hn^T + b_hn) needs hh
@@ -81,8 +82,11 @@ ctypedef struct StepProducts:
     #   out_hh[:, n0:n1] (+)= h (B, H) @ w_hh[n0:n1].T
     # init is b_hh (RNN, LSTM: out_hh is out_ih, the sum) or NULL for zeros (GRU:
     # out_hh is its own array, zeroed first).
+    # Where ``columns`` is not NULL, v is one-hot: row b's 1 at columns[b], and the
+    # w_ih product is w_ih[n0:n1, columns[b]] for each row.
     Py_ssize_t B, N, Din, H, parts, align
     const void *v
+    const int64_t *columns
     const void *w_ih
     const void *h
     const void *w_hh
@@ -196,26 +200,62 @@ cdef class StepRunner:
         may share memory with x_t) and returned, or into a new array."""
         cdef cnp.ndarray x
         cdef cnp.ndarray y
-        cdef cnp.npy_intp out_shape[2]
         if not self._fits(x_t, self.input_size):
             x_t = self.convert_callback(x_t)
             if not self._fits(x_t, self.input_size):
                 raise ValueError("the converted input does not fit the stream")
         x = <cnp.ndarray>x_t
+        y = self._output(out)
+        self._check_params()
+        if self.typenum == cnp.NPY_FLOAT:
+            run_step(self, <float *>cnp.PyArray_DATA(x), NULL, <float *>cnp.PyArray_DATA(y))
+        else:
+            run_step(self, <double *>cnp.PyArray_DATA(x), NULL, <double *>cnp.PyArray_DATA(y))
+        return y
+
+    def lookup(self, index, out=None):
+        """One step of a stream of batch 1 whose input x_t is the one-hot row of
+        ``index`` (0 <= index < D), as a character model reads text: the first layer's
+        input projection x_t W_ih^T is column ``index`` of its W_ih, read alone, not a
+        product over all D columns. Returns, or writes into ``out``, the new h (1, H),
+        as a call does. The same result as a call with that one-hot x_t wherever W_ih
+        is finite; where it holds inf or NaN outside that column, the product's zeros
+        times them would make the call's result NaN, and the column's is not. (Layers
+        of fewer than 32 gate columns compute their steps transposed, for which the
+        column would round differently: there the step is the call's.)"""
+        cdef cnp.ndarray y
+        cdef cnp.ndarray x
+        cdef int64_t column
+        if self.batch != 1:
+            raise ValueError(f"lookup() steps a stream of batch 1, got batch {self.batch}")
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"index must be an integer, got {type(index).__name__}")
+        if not 0 <= index < self.input_size:
+            raise ValueError(f"index must be in [0, {self.input_size}), got {index}")
+        column = index
+        if self.ct is not None:
+            x = np.zeros((1, self.input_size), self.states.dtype)
+            x[0, column] = 1
+            return self(x, out)
+        y = self._output(out)
+        self._check_params()
+        if self.typenum == cnp.NPY_FLOAT:
+            run_step(self, <float *>NULL, &column, <float *>cnp.PyArray_DATA(y))
+        else:
+            run_step(self, <double *>NULL, &column, <double *>cnp.PyArray_DATA(y))
+        return y
+
+    cdef cnp.ndarray _output(self, object out):
+        """``out`` where it can take a step's h, a new (B, H) array for None; else
+        raises (_out_error)."""
+        cdef cnp.npy_intp out_shape[2]
         if out is None:
             out_shape[0] = self.batch
             out_shape[1] = self.hidden_size
-            y = cnp.PyArray_EMPTY(2, out_shape, self.typenum, 0)
-        elif self._fits(out, self.hidden_size) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
-            y = <cnp.ndarray>out
-        else:
-            raise self._out_error(out)
-        self._check_params()
-        if self.typenum == cnp.NPY_FLOAT:
-            run_step(self, <float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(y))
-        else:
-            run_step(self, <double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(y))
-        return y
+            return cnp.PyArray_EMPTY(2, out_shape, self.typenum, 0)
+        if self._fits(out, self.hidden_size) and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
+            return <cnp.ndarray>out
+        raise self._out_error(out)
 
     cdef bint _fits(self, object array, Py_ssize_t columns):
         """``array`` is an aligned C-contiguous (B, columns) array of the runner's
@@ -271,8 +311,10 @@ cdef class StepRunner:
         self.bound = arrays
 
 
-cdef void run_step(StepRunner runner, const floating *x, floating *out):
-    """All layers, one step, then the new state becomes the entering state."""
+cdef void run_step(StepRunner runner, const floating *x, const int64_t *columns,
+                   floating *out):
+    """All layers, one step, then the new state becomes the entering state; the input
+    is x (B, D), or the one-hot rows whose 1 is at ``columns`` (B,) where x is NULL."""
     cdef Py_ssize_t L = runner.layers, B = runner.batch, D = runner.input_size
     cdef Py_ssize_t H = runner.hidden_size, S = 2 if runner.kind == LSTM else 1
     cdef floating *states = <floating *>cnp.PyArray_DATA(runner.states)
@@ -289,21 +331,24 @@ cdef void run_step(StepRunner runner, const floating *x, floating *out):
         large.ct = cnp.PyArray_DATA(runner.ct)
     if runner.release_gil:
         with nogil:
-            run_layers(kind, G, L, B, D, H, x, states, next_states, gates, hh, pointers,
-                       &large)
+            run_layers(kind, G, L, B, D, H, x, columns, states, next_states, gates, hh,
+                       pointers, &large)
     else:
-        run_layers(kind, G, L, B, D, H, x, states, next_states, gates, hh, pointers, &large)
+        run_layers(kind, G, L, B, D, H, x, columns, states, next_states, gates, hh, pointers,
+                   &large)
     memcpy(states, next_states, S * L * B * H * sizeof(floating))
     memcpy(out, next_states + (L - 1) * B * H, B * H * sizeof(floating))
 
 
 cdef void run_layers(int kind, Py_ssize_t G, Py_ssize_t L, Py_ssize_t B, Py_ssize_t D,
-                     Py_ssize_t H, const floating *x, floating *states, floating *next_states,
-                     floating *gates, floating *hh, const size_t *pointers,
-                     TransposedProducts *large) noexcept nogil:
+                     Py_ssize_t H, const floating *x, const int64_t *columns,
+                     floating *states, floating *next_states, floating *gates, floating *hh,
+                     const size_t *pointers, TransposedProducts *large) noexcept nogil:
     """Layer k reads v = x (k = 0) or the new h of layer k-1, (B, D or H), and the
-    states[:, k] entering the step; it writes next_states[:, k]. ``large``: the
-    workspaces of a large batch (their pointers NULL otherwise), filled in here."""
+    states[:, k] entering the step; it writes next_states[:, k]. Where x is NULL,
+    ``columns`` (B,) gives the one-hot rows of v at layer 0, whose products then run
+    in parts, never transposed. ``large``: the workspaces of a large batch (their
+    pointers NULL otherwise), filled in here."""
     cdef Py_ssize_t k, Din, GH, multiply_adds, threads, even_parts
     # the calling thread's limit (rnnfast._threads.capped), else OpenMP's
     cdef Py_ssize_t max_threads = thread_cap() or rnnfast_max_threads()
@@ -329,15 +374,18 @@ cdef void run_layers(int kind, Py_ssize_t G, Py_ssize_t L, Py_ssize_t B, Py_ssiz
         # RNN, LSTM: gates = b_hh + v @ W_ih.T + h_{t-1} @ W_hh.T      (B, G*H)
         products.B, products.N, products.Din, products.H = B, GH, Din, H
         products.v, products.w_ih, products.h, products.w_hh = v, w_ih, h_prev, w_hh
+        products.columns = columns if k == 0 else NULL
         products.init = b_hh
         if kind == GRU:
             products.init = NULL
         products.out_ih = gates
         products.out_hh = hh if kind == GRU else gates
-        multiply_adds = B * GH * (Din + H)
+        # a one-hot v costs a read of one of Din columns
+        multiply_adds = B * GH * ((1 if products.columns != NULL else Din) + H)
         products.align = 64 // sizeof(floating)
         threads = min(max_threads, multiply_adds // MIN_MULTIPLY_ADDS_PER_THREAD)
-        if (large.ct != NULL and GH * (Din + H) * sizeof(floating)
+        if (large.ct != NULL and products.columns == NULL
+                and GH * (Din + H) * sizeof(floating)
                 >= TRANSPOSED_MIN_WEIGHT_BYTES_PER_ROW * B):
             run_transposed(large, &products, v, h_prev, kind == GRU, max(threads, 1),
                            4 * multiply_adds + kind)
@@ -490,10 +538,24 @@ cdef void step_products_part(const StepProducts *products, int part, floating *o
             memset(out_ih + b * N + n0, 0, (n1 - n0) * sizeof(floating))
             memset(out_hh + b * N + n0, 0, (n1 - n0) * sizeof(floating))
     # out (B, n0:n1) += v (B, K) @ w[n0:n1].T,  w (N, K)
-    gemm(NoTrans, Trans, B, n1 - n0, Din, 1, <const floating *>products.v, Din,
-         <const floating *>products.w_ih + n0 * Din, Din, 1, out_ih + n0, N)
+    if products.columns != NULL:   # v one-hot: the column of w at each row's 1
+        for b in range(B):
+            add_column(n1 - n0, Din, <const floating *>products.w_ih + n0 * Din
+                       + products.columns[b], out_ih + b * N + n0)
+    else:
+        gemm(NoTrans, Trans, B, n1 - n0, Din, 1, <const floating *>products.v, Din,
+             <const floating *>products.w_ih + n0 * Din, Din, 1, out_ih + n0, N)
     gemm(NoTrans, Trans, B, n1 - n0, H, 1, <const floating *>products.h, H,
          <const floating *>products.w_hh + n0 * H, H, 1, out_hh + n0, N)
+
+
+cdef inline void add_column(Py_ssize_t n, Py_ssize_t stride, const floating *column,
+                            floating *out) noexcept nogil:
+    # out[i] += column[i * stride], i < n: a product's sum of one term (the others are
+    # zeros), added once as BLAS adds the sum
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] += column[i * stride]
 
 
 cdef void step_products_part_f32(void *job, int part) noexcept nogil:

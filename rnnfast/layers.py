@@ -485,9 +485,12 @@ class _RecurrentLayer:
         last layer's output for this step, a new array; ``s(x_t, out)`` writes it
         into ``out`` instead (an aligned, C-contiguous, writeable (B, H) ndarray of
         the layer's dtype, which may be x_t itself) and returns ``out``, so that a
-        loop of steps allocates nothing. ``s.state`` is the current state (h of
-        shape (L, B, H), or (h, c) for the LSTM); ``s.reset()`` sets it to zeros and
-        ``s.reset(state)`` to ``state`` in that form.
+        loop of steps allocates nothing. ``s.lookup(i, out=None)`` steps a stream of
+        batch 1 whose input is the one-hot row with its 1 at ``i``, reading column
+        ``i`` of the first layer's W_ih alone (the same result wherever W_ih is
+        finite; see ``rnnfast._stream.StepRunner.lookup``). ``s.state`` is the current
+        state (h of shape (L, B, H), or (h, c) for the LSTM); ``s.reset()`` sets it to
+        zeros and ``s.reset(state)`` to ``state`` in that form.
         No dropout (streaming is inference). The stream reads ``params`` at every
         call, so in-place updates and replaced arrays both take effect.
 

@@ -294,6 +294,20 @@ def test_generate_continues_the_prime(trained):
     assert trained.generate("The quick brown ", 12, temperature=0.01, seed=3) == greedy
 
 
+def test_generate_with_a_non_finite_input_weight_fails_as_the_one_hot_product_does(trained):
+    """The first layer reads characters as columns of W_ih only where W_ih is finite:
+    a NaN in a column never read still makes the one-hot products, and so the
+    logits, NaN."""
+    weight = trained.rnn.params["weight_ih_l0"]
+    saved = weight.copy()
+    try:
+        weight[:, trained.vocabulary.encode("z")[0]] = np.nan
+        with pytest.raises(ValueError, match="logits must not hold NaN"):
+            trained.generate("The ", 5, seed=1)
+    finally:
+        weight[...] = saved
+
+
 def numpy_draw(logits, temperature, top_k, u):
     """The draw of rnnfast._sampling.sample_softmax in NumPy: softmax(logits / T) over
     the top_k largest logits (ties at the k-th value: the smaller ids), first id whose

@@ -708,6 +708,49 @@ def test_stream_rejects_a_bad_out(rng):
     np.testing.assert_array_equal(stream(x), expected)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_stream_lookup_is_the_step_of_a_one_hot_row(variant, dtype, rng):
+    """``stream.lookup(i, out)``: bitwise the step of the one-hot row x_t = e_i, for
+    layers whose steps run in parts (H = 40, 96 with helpers, 192 of two layers) and
+    for one that runs transposed (H = 6), with and without biases."""
+    cls, _, extra = VARIANTS[variant]
+    for D, H, layers, bias in ((11, 40, 1, True), (95, 96, 2, False), (60, 192, 2, True),
+                               (9, 6, 3, True)):
+        layer = cls(D, H, num_layers=layers, bias=bias, dtype=dtype, seed=5, **extra).eval()
+        stepped, looked_up = layer.stream(1), layer.stream(1)
+        out = np.full((1, H), np.nan, dtype)
+        for index in rng.integers(0, D, 12):
+            one_hot = np.zeros((1, D), dtype)
+            one_hot[0, index] = 1
+            expected = stepped(one_hot)
+            assert looked_up.lookup(np.int64(index) if index % 2 else int(index), out) is out
+            np.testing.assert_array_equal(out, expected, err_msg=f"D={D}, H={H}")
+            np.testing.assert_array_equal(looked_up.lookup(int(index)),
+                                          stepped(one_hot), err_msg="new array")
+        for ours, theirs in zip(as_tuple(looked_up.state), as_tuple(stepped.state)):
+            np.testing.assert_array_equal(ours, theirs)
+
+
+def test_stream_lookup_reads_the_column_alone_and_refuses_bad_arguments():
+    layer = LSTM(5, 40, seed=0).eval()
+    stream = layer.stream(1)
+    expected = layer.stream(1)(np.eye(5, dtype=np.float32)[[3]])
+    layer.params["weight_ih_l0"][:, 1] = np.nan    # a one-hot product would be NaN
+    np.testing.assert_array_equal(stream.lookup(3), expected)
+    for index, error, message in [(5, ValueError, r"index must be in \[0, 5\), got 5"),
+                                  (-1, ValueError, r"index must be in \[0, 5\), got -1"),
+                                  (2.0, TypeError, "index must be an integer, got float"),
+                                  (True, TypeError, "index must be an integer, got bool"),
+                                  (None, TypeError, "index must be an integer")]:
+        with pytest.raises(error, match=message):
+            stream.lookup(index)
+    with pytest.raises(ValueError, match="out must have shape"):
+        stream.lookup(0, np.zeros((1, 4), np.float32))
+    with pytest.raises(ValueError, match="lookup\\(\\) steps a stream of batch 1, got batch 2"):
+        layer.stream(2).lookup(0)
+
+
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
 def test_stream_rejects_bidirectional_and_bad_batch_size(cls):
     with pytest.raises(ValueError, match="cannot run a bidirectional"):

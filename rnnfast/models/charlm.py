@@ -361,20 +361,27 @@ class CharLM:
             start = "\n" if "\n" in self.vocabulary else self.vocabulary.characters[0]
             prime_ids = self.vocabulary.encode(start)
         # One step a character: the stream writes h (1, H) into one buffer, from which
-        # the sampler computes the head's logits h W^T + b (V,) and draws, in C.
+        # the sampler computes the head's logits h W^T + b (V,) and draws, in C. The
+        # first layer reads a character as the column of its W_ih (stream.lookup): the
+        # one-hot row's product, unless W_ih holds inf or NaN, whose products with the
+        # row's zeros are NaN.
         stream = self.rnn.stream(1)
-        inputs = self._one_hot_table[:, None, :]                             # (V, 1, V)
+        if np.isfinite(self.rnn.params["weight_ih_l0"]).all():
+            step = stream.lookup
+        else:
+            inputs = self._one_hot_table[:, None, :]                         # (V, 1, V)
+            step = lambda character, out: stream(inputs[character], out)     # noqa: E731
         output = np.empty((1, self.hidden_size), self.rnn.dtype)
         weight, bias = (np.ascontiguousarray(self.head.params[name], output.dtype)
                         for name in ("weight", "bias"))
         sampler = _sampling.HeadSampler(weight, bias, output, temperature, top_k or 0)
         for character in prime_ids:
-            stream(inputs[character], output)
+            step(character, output)
         generated = []
         for _ in range(length):
             character = sampler.draw(rng.random())
             generated.append(character)
-            stream(inputs[character], output)
+            step(character, output)
         return self.vocabulary.decode(generated)
 
     # ------------------------------------------------------------------ training
