@@ -44,7 +44,8 @@ cdef class HeadSampler:
     """Draws ids from softmax((h W^T + b) / temperature), as ``sample_softmax`` does
     from an output layer's logits: h (1, H) is read at every draw from the array
     bound here (a stream's ``out``), W (V, H) and b (V,) are the layer's weight and
-    bias (b may be None). All three C-contiguous, of one dtype (float32 or float64),
+    bias (b may be None). All three aligned and C-contiguous, of one dtype (float32
+    or float64),
     and kept, with a (V,) buffer of logits and the draw's workspace, for the
     sampler's life. One call per id: ``sampler.draw(u)``."""
 
@@ -63,9 +64,10 @@ cdef class HeadSampler:
             raise TypeError(f"weight must be a float32 or float64 ndarray, got "
                             f"{getattr(weight, 'dtype', type(weight).__name__)}")
         dtype = weight.dtype
-        if weight.ndim != 2 or weight.shape[0] == 0 or not weight.flags.c_contiguous:
-            raise ValueError(f"weight must be a C-contiguous (V, H) array with V >= 1, "
-                             f"got shape {weight.shape}")
+        if (weight.ndim != 2 or weight.shape[0] == 0 or not weight.flags.c_contiguous
+                or not weight.flags.aligned):
+            raise ValueError(f"weight must be an aligned, C-contiguous (V, H) array with "
+                             f"V >= 1, got shape {weight.shape}")
         V, H = weight.shape[0], weight.shape[1]
         if max(V, H) > 2147483647:
             raise ValueError(f"weight must have fewer than 2**31 rows and columns, got "
@@ -76,9 +78,10 @@ cdef class HeadSampler:
             if not isinstance(array, np.ndarray) or array.dtype != dtype:
                 raise TypeError(f"{name} must be an ndarray of the weight's dtype {dtype}, "
                                 f"got {getattr(array, 'dtype', type(array).__name__)}")
-            if array.shape != shape or not array.flags.c_contiguous:
-                raise ValueError(f"{name} must be a C-contiguous array of shape {shape}, "
-                                 f"got shape {array.shape}")
+            if (array.shape != shape or not array.flags.c_contiguous
+                    or not array.flags.aligned):
+                raise ValueError(f"{name} must be an aligned, C-contiguous array of shape "
+                                 f"{shape}, got shape {array.shape}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0 <= top_k <= V:
