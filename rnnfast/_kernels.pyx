@@ -753,9 +753,11 @@ cdef void forward_team(int tid, int team, int *finished, int gates_per_unit, bin
                        Py_ssize_t K, const floating *x, const floating *packed_ih,
                        const floating *packed, const floating *bias, const floating *b_hh,
                        const int64_t *lengths, bint reverse, floating *hs, floating *cs,
-                       floating *gates, floating *hh, floating *gh_n, int parts) noexcept nogil:
+                       floating *y, floating *gates, floating *hh, floating *gh_n,
+                       int parts) noexcept nogil:
     """Thread ``tid`` of ``team`` in forward_chunks: each of its batch blocks, of
-    ``parts``, projects its own rows and runs them, chunk by chunk."""
+    ``parts``, projects its own rows and runs them, chunk by chunk, then copies its
+    rows of the states into y (where not NULL) while they are in its core's cache."""
     cdef Py_ssize_t GH = gates_per_unit * H, chunk, s0, steps, first, b0, nb
     cdef int part = tid
     while part < parts:
@@ -768,8 +770,20 @@ cdef void forward_team(int tid, int team, int *finished, int gates_per_unit, bin
             project_rows(x, packed_ih, first, steps, B, b0, nb, D, GH, gates)
             forward_rows(gates_per_unit, relu, training, b0, nb, s0, steps, first, T, B, H,
                          reverse, hs, cs, gates, hh, gh_n, packed, bias, b_hh, lengths, 1)
+        if y != NULL:
+            copy_outputs(T, B, H, b0, nb, reverse, hs, y)
         part += team
     rnnfast_join(tid, team, finished)
+
+
+cdef inline void copy_outputs(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t b0,
+                              Py_ssize_t nb, bint reverse, const floating *hs,
+                              floating *y) noexcept nogil:
+    # y[t, b0:b0+nb] = hs[t + 1 - reverse, b0:b0+nb]: the states at their time positions
+    cdef Py_ssize_t t
+    hs += (1 - reverse) * B * H
+    for t in range(T):
+        memcpy(y + (t * B + b0) * H, hs + (t * B + b0) * H, nb * H * sizeof(floating))
 
 
 cdef void forward_chunks(int gates_per_unit, bint relu, bint training, Py_ssize_t T,
@@ -777,11 +791,12 @@ cdef void forward_chunks(int gates_per_unit, bint relu, bint training, Py_ssize_
                          const floating *x, const floating *w_ih, const floating *packed_ih,
                          const floating *packed, const floating *bias, const floating *b_hh,
                          const int64_t *lengths, bint reverse, floating *hs, floating *cs,
-                         floating *gates, floating *hh, floating *gh_n, int parts,
+                         floating *y, floating *gates, floating *hh, floating *gh_n, int parts,
                          int gemm_parts, int step_parts) noexcept nogil:
     """A forward pass over all T steps, K at a time: the input projection of K steps,
     then their time loop; ``projected``: K == T and ``gates`` holds the projection
-    already (project_one_hot).
+    already (project_one_hot). Where ``y`` (T, B, H) is not NULL it receives a copy
+    of the states at their time positions, each block's by the thread that ran it.
 
     ``bias``: b_ih + b_hh (RNN, LSTM) or b_ih (GRU, with ``b_hh``); ``relu`` for the
     RNN, ``training`` for the LSTM, ``hh`` and ``gh_n`` for the GRU; see the buffers in
@@ -799,7 +814,7 @@ cdef void forward_chunks(int gates_per_unit, bint relu, bint training, Py_ssize_
         with parallel(num_threads=parts):
             forward_team(threadid(), rnnfast_team_size(), &finished, gates_per_unit, relu,
                          training, T, B, D, H, K, x, packed_ih, packed, bias, b_hh, lengths,
-                         reverse, hs, cs, gates, hh, gh_n, parts)
+                         reverse, hs, cs, y, gates, hh, gh_n, parts)
         return
     for chunk in range(chunks):
         s0 = chunk * K
@@ -819,6 +834,8 @@ cdef void forward_chunks(int gates_per_unit, bint relu, bint training, Py_ssize_
                 forward_rows(gates_per_unit, relu, training, b0,
                              part_start(part + 1, parts, B) - b0, s0, steps, first, T, B, H,
                              reverse, hs, cs, gates, hh, gh_n, packed, bias, b_hh, lengths, 1)
+    if y != NULL:
+        copy_outputs(T, B, H, 0, B, reverse, hs, y)
 
 
 # ---------------------------------------------------------------- joined steps
@@ -1083,6 +1100,7 @@ def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 bint one_hot_inputs,             # look for one-hot rows in x (training)
                 bint reverse, bint relu,
                 floating[:, :, ::1] hs,          # (T+1, B, H) in: h0 in its slot; out: states
+                floating[:, :, ::1] y,           # (T, B, H) out: states at their times, or None
                 floating[:, :, ::1] gates,       # (K, B, H) workspace
                 int parts,                       # batch blocks run in parallel
                 int gemm_parts,                  # threads of the GEMMs over all steps
@@ -1101,8 +1119,8 @@ def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
         with nogil:
             forward_chunks(1, relu, False, T, B, D, H, gates.shape[0], projected, &x[0, 0, 0],
                            &w_ih[0, 0], packed_ih, packed, &bias[0], NULL, lengths_ptr(lengths),
-                           reverse, &hs[0, 0, 0], NULL, &gates[0, 0, 0], NULL, NULL, parts,
-                           gemm_parts, step_parts)
+                           reverse, &hs[0, 0, 0], NULL, optional_out_ptr(y), &gates[0, 0, 0],
+                           NULL, NULL, parts, gemm_parts, step_parts)
     finally:
         pool_free(packed)
         pool_free(packed_ih)
@@ -1212,6 +1230,7 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
                  bint reverse, bint training,
                  floating[:, :, ::1] hs,         # (T+1, B, H) in: h0 in its slot; out: states
                  floating[:, :, ::1] cs,         # training (T+1, B, H), else (2, B, H); in: c0
+                 floating[:, :, ::1] y,          # (T, B, H) out: states at their times, or None
                  floating[:, :, ::1] gates,      # (K, B, 4H) workspace; K == T keeps the gates
                  int parts,                      # batch blocks run in parallel
                  int gemm_parts,                 # threads of the GEMMs over all steps
@@ -1230,6 +1249,8 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
             with nogil:
                 forward_joined(T, B, D, H, &x[0, 0, 0], packed, &bias[0], lengths_ptr(lengths),
                                reverse, &hs[0, 0, 0], &cs[0, 0, 0], &gates[0, 0, 0], xh, parts)
+                if y is not None:
+                    copy_outputs(T, B, H, 0, B, reverse, &hs[0, 0, 0], &y[0, 0, 0])
             return
         packed = pack_weights(4 * H, H, &w_hh[0, 0], True, packers)
         projected = projects_one_hot(T, B, D, 4 * H, one_hot_inputs, &x[0, 0, 0], &w_ih[0, 0],
@@ -1240,7 +1261,8 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
             forward_chunks(4, False, training, T, B, D, H, gates.shape[0], projected,
                            &x[0, 0, 0], &w_ih[0, 0], packed_ih, packed, &bias[0], NULL,
                            lengths_ptr(lengths), reverse, &hs[0, 0, 0], &cs[0, 0, 0],
-                           &gates[0, 0, 0], NULL, NULL, parts, gemm_parts, step_parts)
+                           optional_out_ptr(y), &gates[0, 0, 0], NULL, NULL, parts,
+                           gemm_parts, step_parts)
     finally:
         pool_free(packed)
         pool_free(packed_ih)
@@ -1351,6 +1373,7 @@ def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 bint one_hot_inputs,             # look for one-hot rows in x (training)
                 bint reverse,
                 floating[:, :, ::1] hs,          # (T+1, B, H) in: h0 in its slot; out: states
+                floating[:, :, ::1] y,           # (T, B, H) out: states at their times, or None
                 floating[:, :, ::1] gates,       # (K, B, 3H) workspace; K == T keeps the gates
                 floating[:, ::1] hh,             # (B, 3H) workspace: h_{t-1} W_hh^T
                 floating[:, :, ::1] gh_n,        # (T, B, H) out: h_{t-1} W_hn^T + b_hn, or None
@@ -1371,9 +1394,9 @@ def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
         with nogil:
             forward_chunks(3, False, False, T, B, D, H, gates.shape[0], projected, &x[0, 0, 0],
                            &w_ih[0, 0], packed_ih, packed, &b_ih[0], &b_hh[0],
-                           lengths_ptr(lengths), reverse, &hs[0, 0, 0], NULL, &gates[0, 0, 0],
-                           &hh[0, 0], <floating *>optional_ptr(gh_n), parts, gemm_parts,
-                           step_parts)
+                           lengths_ptr(lengths), reverse, &hs[0, 0, 0], NULL,
+                           optional_out_ptr(y), &gates[0, 0, 0], &hh[0, 0],
+                           <floating *>optional_ptr(gh_n), parts, gemm_parts, step_parts)
     finally:
         pool_free(packed)
         pool_free(packed_ih)
@@ -1531,7 +1554,7 @@ cdef int run_inference(int gates_per_unit, bint relu, bint reverse, Py_ssize_t T
             else:
                 forward_chunks(gates_per_unit, relu, False, T, B, D, H, K, False, x, w_ih,
                                packed_ih, packed, scratch, scratch + GH, NULL, reverse, hs,
-                               cs, gates, scratch + 2 * GH, NULL, 1, 1, step_parts)
+                               cs, NULL, gates, scratch + 2 * GH, NULL, 1, 1, step_parts)
     finally:
         pool_free(packed)
         pool_free(packed_ih)

@@ -79,6 +79,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, nonlinearity="tanh", lengths=N
             return done[0], done[1], None
     a = _checks.forward_args("rnn", x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths, nonlinearity)
     hs = _state_buffer(a, a.h0, reverse)
+    y = _output_buffer(a, training)
     if _has_steps(a):
         gates = _pool.empty((_chunk_steps(a, 1, False), a.B, a.H), a.dtype)
         parts, gemm_parts = _thread_parts(a, 1, training)
@@ -86,9 +87,9 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, nonlinearity="tanh", lengths=N
         with single_threaded_blas(max(gemm_parts, team)):
             _kernels.rnn_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths,
                                  training and ONE_HOT_LOOKUP, reverse, nonlinearity == "relu",
-                                 hs, gates, parts, gemm_parts, team)
+                                 hs, y, gates, parts, gemm_parts, team)
     h_T = _final(hs, a.T, reverse).copy()
-    y = _outputs(hs, a, reverse, training)
+    y = _outputs(hs, y, a, reverse)
     cache = None
     if training:
         cache = Cache("rnn", IMPL, a.dtype, (a.T, a.B, a.D, a.H), args=a, reverse=reverse,
@@ -154,6 +155,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=Fal
         return done + (None,)
     a = _checks.forward_args("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
     hs = _state_buffer(a, a.h0, reverse)
+    y = _output_buffer(a, training)
     if training:
         cs = _state_buffer(a, a.c0, reverse)
     else:
@@ -165,11 +167,11 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=Fal
         team = _step_parts(a, 4, parts, training)
         with single_threaded_blas(max(gemm_parts, team)):
             _kernels.lstm_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths,
-                                  training and ONE_HOT_LOOKUP, reverse, training, hs, cs,
+                                  training and ONE_HOT_LOOKUP, reverse, training, hs, cs, y,
                                   gates, parts, gemm_parts, team)
     h_T = _final(hs, a.T, reverse).copy()
     c_T = (_final(cs, a.T, reverse) if training else cs[a.T % 2]).copy()
-    y = _outputs(hs, a, reverse, training)
+    y = _outputs(hs, y, a, reverse)
     cache = None
     if training:
         cache = Cache("lstm", IMPL, a.dtype, (a.T, a.B, a.D, a.H), args=a, reverse=reverse,
@@ -225,6 +227,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False,
         return done[0], done[1], None
     a = _checks.forward_args("gru", x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths)
     hs = _state_buffer(a, a.h0, reverse)
+    y = _output_buffer(a, training)
     gates = _pool.empty((_chunk_steps(a, 3, training), a.B, 3 * a.H), a.dtype)
     gh_n = _pool.empty((a.T, a.B, a.H), a.dtype) if training else None
     if _has_steps(a):
@@ -233,10 +236,10 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False,
         team = _step_parts(a, 3, parts, training)
         with single_threaded_blas(max(gemm_parts, team)):
             _kernels.gru_forward(a.x, a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.lengths,
-                                 training and ONE_HOT_LOOKUP, reverse, hs, gates, hh, gh_n,
+                                 training and ONE_HOT_LOOKUP, reverse, hs, y, gates, hh, gh_n,
                                  parts, gemm_parts, team)
     h_T = _final(hs, a.T, reverse).copy()
-    y = _outputs(hs, a, reverse, training)
+    y = _outputs(hs, y, a, reverse)
     cache = None
     if training:
         cache = Cache("gru", IMPL, a.dtype, (a.T, a.B, a.D, a.H), args=a, reverse=reverse,
@@ -327,14 +330,19 @@ def _final(states, T, reverse):
     return states[0 if reverse else T]
 
 
-def _outputs(hs, a, reverse, training):
-    """y (T, B, H): the states at their time positions, 0 beyond each length.
+def _output_buffer(a, training):
+    """In training, where ``hs`` stays in the cache, the (T, B, H) array the kernels
+    copy the states into, each batch block's by the thread that computed it; else None
+    (y is then a view of ``hs``)."""
+    return _pool.empty((a.T, a.B, a.H), a.dtype) if training and _has_steps(a) else None
 
-    In training ``hs`` stays in the cache, so y is a copy; in inference y is a view.
-    """
-    y = hs[0:a.T] if reverse else hs[1:a.T + 1]
-    if training:
-        y = _pool.copy(y)
+
+def _outputs(hs, y, a, reverse):
+    """y (T, B, H): the states at their time positions, 0 beyond each length: ``y`` as
+    the kernels filled it (_output_buffer), or, where it is None, a view of ``hs``
+    (inference, or an empty training call)."""
+    if y is None:
+        y = hs[0:a.T] if reverse else hs[1:a.T + 1]
     if a.lengths is not None:
         y[~_checks.active_mask(a.lengths, a.T, a.B)] = 0
     return y

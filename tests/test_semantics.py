@@ -525,6 +525,34 @@ def test_inputs_are_not_modified(impl, case, dtype, lengths, reverse):
 
 
 @pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("split", [False, True], ids=["one-block", "batch-split"])
+def test_overwriting_y_leaves_the_backward_as_it_was(impl, case, split, monkeypatch):
+    """y is the caller's own array (the cache keeps the states apart): overwriting it
+    between forward and backward, as an in-place activation would, changes no
+    gradient; with lengths, both directions, on one block and with the batch split
+    over threads (each thread copying its rows into y)."""
+    from rnnfast import _threads
+
+    if split:
+        monkeypatch.setattr(_threads, "MIN_ROWS_PER_THREAD", 1)
+        monkeypatch.setattr(_threads, "MIN_WORK_PER_THREAD", 1)
+    p = Problem(case, T=7, B=9)
+    lengths = np.array([7, 3, 0, 1, 7, 6, 2, 7, 5])
+    for reverse in (False, True):
+        kwargs = dict(lengths=lengths, reverse=reverse, **p.extra)
+        y, _, cache = forward(impl, p.cell, p.x, p.states, p.params, **kwargs)
+        expected_y = y.copy()
+        y[...] = np.nan
+        grads = backward(impl, p.cell, p.dy, p.dstates, cache)
+        y_again, _, cache = forward(impl, p.cell, p.x, p.states, p.params, **kwargs)
+        np.testing.assert_array_equal(y_again, expected_y)
+        expected = backward(impl, p.cell, p.dy, p.dstates, cache)
+        for name in expected._fields:
+            np.testing.assert_array_equal(getattr(grads, name), getattr(expected, name),
+                                          err_msg=f"{name} reverse={reverse}")
+
+
+@pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("T_, B_", [(T, B), (0, B), (T, 0)], ids=["full", "T0", "B0"])
 def test_results_do_not_share_memory_with_inputs_or_each_other(impl, case, T_, B_):
     p = Problem(case, T=T_, B=B_)
