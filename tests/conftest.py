@@ -141,3 +141,35 @@ def run_rnnfast(args, cwd, timeout=300, env=None, **options):
     return subprocess.run([sys.executable, "-m", "rnnfast", *map(str, args)], cwd=cwd,
                           env=rnnfast_env(env), capture_output=True, text=True,
                           timeout=timeout, **options)
+
+
+def run_c_test(tmp_path, name, sanitizer=None):
+    """Builds tests/c/<name>.c against the source tree's csrc/ (plain, or under the
+    ``sanitizer``) and runs it: it must print "ok" and exit with status 0."""
+    import os
+    import shutil
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    source = os.path.join(here, "c", f"{name}.c")
+    headers = os.path.join(os.path.dirname(here), "csrc")
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None or not os.path.isdir(headers):
+        pytest.skip("needs a C compiler and the source tree's csrc/")
+    flags = ["-O1", "-g", f"-fsanitize={sanitizer}"] if sanitizer else ["-O2"]
+    binary = str(tmp_path / name)
+    built = subprocess.run([compiler, *flags, "-I", headers, source, "-o", binary, "-pthread",
+                            "-lm"],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        if sanitizer:
+            pytest.skip(f"the compiler cannot build with -fsanitize={sanitizer}")
+        pytest.fail(built.stderr)
+    # not the sanitizer runtime preloaded into this interpreter, if any
+    env = {name: value for name, value in os.environ.items() if name != "LD_PRELOAD"}
+    env["TSAN_OPTIONS"] = "halt_on_error=1"
+    result = subprocess.run([binary], env=env, capture_output=True, text=True, timeout=300)
+    if sanitizer and "FATAL: ThreadSanitizer" in result.stderr:
+        pytest.skip(f"ThreadSanitizer cannot run here: {result.stderr.strip()[:200]}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "ok"

@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 import rnnfast
 from rnnfast import _helpers, _kernels, _stream, _threads
 from conftest import (CELL_VARIANTS, GRAD_NAMES, assert_close, backward, forward,
-                      make_inputs, make_params, random_lengths)
+                      make_inputs, make_params, random_lengths, run_c_test)
 
 
 def train_step(variant, seed, T=20, B=12, D=5, H=16, dtype=np.float64, reverse=False):
@@ -539,36 +539,6 @@ with threadpool_limits(limits=2, user_api="openmp"):   # whatever OMP_NUM_THREAD
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_streams_with_helpers_of_its_own():
     assert output_of_child(STREAM_FORK_SCRIPT) == "True"
-
-
-def run_c_test(tmp_path, name, sanitizer=None):
-    """Builds tests/c/<name>.c against the source tree's csrc/ (plain, or under the
-    ``sanitizer``) and runs it: it must print "ok" and exit with status 0."""
-    import shutil
-    import subprocess
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    source = os.path.join(here, "c", f"{name}.c")
-    headers = os.path.join(os.path.dirname(here), "csrc")
-    compiler = shutil.which(os.environ.get("CC", "cc"))
-    if compiler is None or not os.path.isdir(headers):
-        pytest.skip("needs a C compiler and the source tree's csrc/")
-    flags = ["-O1", "-g", f"-fsanitize={sanitizer}"] if sanitizer else ["-O2"]
-    binary = str(tmp_path / name)
-    built = subprocess.run([compiler, *flags, "-I", headers, source, "-o", binary, "-pthread"],
-                           capture_output=True, text=True)
-    if built.returncode != 0:
-        if sanitizer:
-            pytest.skip(f"the compiler cannot build with -fsanitize={sanitizer}")
-        pytest.fail(built.stderr)
-    # not the sanitizer runtime preloaded into this interpreter, if any
-    env = {name: value for name, value in os.environ.items() if name != "LD_PRELOAD"}
-    env["TSAN_OPTIONS"] = "halt_on_error=1"
-    result = subprocess.run([binary], env=env, capture_output=True, text=True, timeout=300)
-    if sanitizer and "FATAL: ThreadSanitizer" in result.stderr:
-        pytest.skip(f"ThreadSanitizer cannot run here: {result.stderr.strip()[:200]}")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == "ok"
 
 
 @pytest.mark.parametrize("sanitizer", [None, "thread"])
