@@ -97,7 +97,7 @@ setup(
          extension("_dropout"), extension("_sampling", numpy_api=True),
          # bitwise the NumPy form's updates: no a * b + c contracted into one rounding;
          # the sums of squares vectorise as OpenMP simd reductions
-         extension("_updates", flags=[] if sys.platform == "win32"
+         extension("_updates", numpy_api=True, flags=[] if sys.platform == "win32"
                    else ["-ffp-contract=off", "-fopenmp-simd"]),
          extension("_stream", parallel=True, numpy_api=True)],
         compiler_directives=COMPILER_DIRECTIVES,

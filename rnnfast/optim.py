@@ -40,9 +40,10 @@ Adam / AdamW (t = number of steps taken, starting at 1)::
     v = beta2 * v + (1 - beta2) * g * g
     p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
 
-Adam and AdamW update each C-contiguous parameter in one pass in C
-(``rnnfast._updates``), with the same operations in the same order as the NumPy
-lines of ``Adam._update``, which any other layout takes: bitwise the same values.
+Adam and AdamW update every aligned, C-contiguous parameter in one call into C
+(``rnnfast._updates``), one pass over each, with the same operations in the same
+order as the NumPy lines of ``Adam._numpy_update``, which any other layout takes:
+bitwise the same values. ``clip_grad_norm`` sums and scales in C the same way.
 """
 
 import math
@@ -130,14 +131,6 @@ def _lerp_(start, end, weight):
         start += weight * (end - start)
     else:
         np.subtract(end, (end - start) * (1.0 - weight), out=start)
-
-
-def _fusable(param, *arrays):
-    """Whether ``rnnfast._updates`` can update ``param`` from ``arrays`` (its gradient
-    and state): all C-contiguous ndarrays of its dtype and size."""
-    return all(isinstance(array, np.ndarray) and array.dtype == param.dtype
-               and array.size == param.size and array.flags.c_contiguous
-               for array in (param,) + arrays)
 
 
 class _Optimizer:
@@ -347,24 +340,30 @@ class Adam(_Optimizer):
         self.betas = (_number(owner, "betas[0]", beta1, high=1.0, high_open=True),
                       _number(owner, "betas[1]", beta2, high=1.0, high_open=True))
 
-    def _update(self, state, param, grad):
+    def step(self):
+        """Update every parameter in place from its gradient."""
+        self._check_hyper()
+        parameters = list(self._parameters())   # every module checked before any change
+        entries = []   # (param, grad, exp_avg, exp_avg_sq, step) per parameter
+        for key, param, grad in parameters:
+            state = self.state.get(key)
+            if not state:
+                state = self.state[key] = {"step": 0, "exp_avg": np.zeros_like(param),
+                                           "exp_avg_sq": np.zeros_like(param)}
+            state["step"] += 1
+            entries.append((param, grad, state["exp_avg"], state["exp_avg_sq"], state["step"]))
         beta1, beta2 = self.betas
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = np.zeros_like(param)
-            state["exp_avg_sq"] = np.zeros_like(param)
-        state["step"] += 1
-        step = state["step"]
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        if _fusable(param, grad, exp_avg, exp_avg_sq):
-            # the lines below in one pass, bitwise the same values
-            decay = self.weight_decay != 0
-            _updates.adam_update(
-                param.reshape(-1), grad.reshape(-1), exp_avg.reshape(-1),
-                exp_avg_sq.reshape(-1), decay and not self._decoupled, self.weight_decay,
-                decay and self._decoupled, 1 - self.lr * self.weight_decay, 1 - beta1, beta2,
-                self.lr / (1 - beta1 ** step), (1 - beta2 ** step) ** 0.5, self.eps)
-            return
+        decay = self.weight_decay != 0
+        # _numpy_update in one pass over each parameter, bitwise the same values
+        left = _updates.adam_updates(entries, decay and not self._decoupled, self.weight_decay,
+                                     decay and self._decoupled, 1 - self.lr * self.weight_decay,
+                                     1 - beta1, beta1, beta2, self.lr, self.eps)
+        for index in left:
+            self._numpy_update(*entries[index])
+
+    def _numpy_update(self, param, grad, exp_avg, exp_avg_sq, step):
+        """One parameter's update in NumPy operations (any layout)."""
+        beta1, beta2 = self.betas
         if self.weight_decay != 0:
             if self._decoupled:
                 param *= 1 - self.lr * self.weight_decay
@@ -427,22 +426,12 @@ def clip_grad_norm(modules, max_norm, error_if_nonfinite=False):
     if math.isnan(max_norm) or max_norm < 0:
         raise ValueError(f"clip_grad_norm: max_norm must be >= 0, got {max_norm!r}")
     grads = [module.grads[name] for module in modules for name in module.params]
-    total = 0.0
-    for grad in grads:
-        flat = grad.reshape(-1)                     # a view of a contiguous gradient
-        if flat.dtype in (np.float32, np.float64):
-            total += _updates.sum_of_squares(flat)  # in float64, without a copy
-        else:
-            flat = flat.astype(np.float64)
-            total += float(flat @ flat)
-    total_norm = math.sqrt(total)
+    total_norm = math.sqrt(_updates.sum_of_squares(grads))   # summed in float64
     if not math.isfinite(total_norm) and error_if_nonfinite:
         raise ValueError(f"clip_grad_norm: the total norm of the gradients is "
                          f"{total_norm}, so they cannot be clipped "
                          f"(error_if_nonfinite=True)")
     coef = max_norm / (total_norm + 1e-6)
     if not coef >= 1.0:   # coef < 1, or nan (a nan or infinite norm): scale, as torch
-        with np.errstate(invalid="ignore"):   # inf * 0 = nan, as in torch
-            for grad in grads:
-                grad *= coef
+        _updates.scale(grads, coef)           # grad *= coef; inf * 0 = nan, as in torch
     return total_norm

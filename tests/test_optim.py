@@ -140,8 +140,9 @@ def test_fused_adam_is_bitwise_the_numpy_form(name, options, dtype, monkeypatch)
     from rnnfast import optim
     runs = []
     for fused in (True, False):
-        if not fused:
-            monkeypatch.setattr(optim, "_fusable", lambda *arrays: False)
+        if not fused:   # every parameter left to the NumPy form
+            monkeypatch.setattr(optim._updates, "adam_updates",
+                                lambda entries, *hyper: range(len(entries)))
         modules = make_modules(dtype)
         optimizer = {"Adam": Adam, "AdamW": AdamW}[name](modules, **options)
         rng = np.random.default_rng(1)
@@ -171,6 +172,77 @@ def test_adam_updates_a_strided_parameter(monkeypatch):
         Adam([module], lr=0.1, weight_decay=0.01).step()
     np.testing.assert_array_equal(storage[:, ::2], twin.params["p0"])
     np.testing.assert_array_equal(storage[:, 1::2], 1)
+
+
+def misaligned_copy(array):
+    """A copy of ``array`` whose data starts one byte past an aligned address."""
+    storage = np.zeros(array.nbytes + 1, np.uint8)
+    copy = storage[1:].view(array.dtype).reshape(array.shape)
+    copy[...] = array
+    assert not copy.flags.aligned
+    return copy
+
+
+def mixed_module(rng):
+    """A module whose parameters and gradients take every way through the updates:
+    float32 and float64, C-contiguous, strided, misaligned, a read-only gradient and
+    a parameter of no values."""
+    module = Holder([(5, 3), (4,), (3, 6), (2, 3), (0,)], np.float64, rng)
+    module.params["p1"] = module.params["p1"].astype(np.float32)
+    module.grads["p1"] = module.grads["p1"].astype(np.float32)
+    module.params["p2"] = np.asfortranarray(module.params["p2"])
+    module.params["p3"] = misaligned_copy(module.params["p3"].astype(np.float32))
+    module.grads["p3"] = module.grads["p3"].astype(np.float32)
+    return module
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_adam_over_mixed_layouts_is_bitwise_each_parameter_alone(name):
+    """One step call over parameters of both dtypes and of every layout (the flat ones
+    in C, the others by NumPy) gives each parameter the bits that an optimizer of that
+    parameter alone, C-contiguous, gives it."""
+    optimizer_type = {"Adam": Adam, "AdamW": AdamW}[name]
+    module = mixed_module(np.random.default_rng(6))
+    alone = []
+    for param_name, param in module.params.items():
+        single = Holder([], param.dtype, None)
+        single.params = {"p": np.ascontiguousarray(param).copy()}
+        single.grads = {"p": np.zeros_like(single.params["p"])}
+        alone.append((param_name, single, optimizer_type([single], lr=0.05,
+                                                          weight_decay=0.1)))
+    optimizer = optimizer_type([module], lr=0.05, weight_decay=0.1)
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        for param_name, single, _ in alone:
+            module.grads[param_name][...] = rng.standard_normal(module.grads[param_name].shape)
+            single.grads["p"][...] = module.grads[param_name]
+        module.grads["p0"].flags.writeable = False   # read, never written
+        optimizer.step()
+        module.grads["p0"].flags.writeable = True
+        for _, _, single_optimizer in alone:
+            single_optimizer.step()
+    for param_name, single, _ in alone:
+        np.testing.assert_array_equal(module.params[param_name], single.params["p"],
+                                      err_msg=param_name, strict=True)
+
+
+def test_clip_grad_norm_over_mixed_layouts_is_bitwise_the_contiguous_one():
+    """The norm and the scaled gradients are the same bits whatever the gradients'
+    layouts: misaligned and strided ones go through copies and NumPy, flat ones C."""
+    module = mixed_module(np.random.default_rng(8))
+    rng = np.random.default_rng(9)
+    for grad in module.grads.values():
+        grad[...] = rng.standard_normal(grad.shape)
+    module.grads["p0"] = np.asfortranarray(module.grads["p0"])
+    module.grads["p3"] = misaligned_copy(module.grads["p3"])
+    twin = Holder([], np.float64, None)
+    twin.params = {name: np.ascontiguousarray(value).copy()
+                   for name, value in module.params.items()}
+    twin.grads = {name: np.ascontiguousarray(value).copy()
+                  for name, value in module.grads.items()}
+    assert clip_grad_norm(module, 0.5) == clip_grad_norm(twin, 0.5)
+    for name, grad in module.grads.items():
+        np.testing.assert_array_equal(grad, twin.grads[name], err_msg=name, strict=True)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
