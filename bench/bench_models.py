@@ -63,7 +63,8 @@ MODELS = (Model("char", "lstm", 1, 192, 50, 32, 103),
           Model("char", "gru", 2, 192, 50, 32, 103),
           Model("char", "lstm", 2, 256, 100, 32, 103),
           Model("series", "lstm", 1, 32, 24, 64, 1),
-          Model("series", "gru", 1, 32, 24, 64, 1))
+          Model("series", "gru", 1, 32, 24, 64, 1),
+          Model("series", "lstm", 1, 32, 24, 1, 1))   # online: one sequence a step
 QUICK_MODELS = (Model("char", "lstm", 2, 16, 10, 4, 20),
                 Model("series", "lstm", 1, 8, 6, 8, 1))
 
