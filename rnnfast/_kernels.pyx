@@ -5,11 +5,12 @@ Shape legend: T = steps, B = batch, D = input features, H = hidden units,
 G = stacked gates (RNN 1, LSTM 4, GRU 3).
 
 These functions trust their caller (``rnnfast.functional``), which validates every
-argument and allocates every buffer; they release the GIL for the whole loop and
-keep no state between calls. The exception is ``forward_inference``, a whole
-``training=False`` call for small problems: it checks its arguments in C, declines
-(returns None) anything that needs converting or threads, and allocates its own
-outputs.
+argument and allocates every buffer; they release the GIL for the whole loop. The
+exception is ``forward_inference``, a whole ``training=False`` call for small
+problems: it checks its arguments in C, declines (returns None) anything that needs
+converting or threads, and allocates its own outputs. The one state kept between
+calls is inference's packed weights (kept_weights_of, csrc/rnnfast_kept.h), packed
+again whenever the bytes of the weights they came from have changed.
 
 Buffers, allocated by the caller:
 
@@ -38,7 +39,8 @@ projection) by columns between ``step_parts`` threads, the caller and helper thr
 (rnnfast._helpers, no OpenMP), the gate pass staying on the caller: each thread then
 packs and reads only its panels of the weights, which stay in its cache. Inside the
 loop the recurrent product uses the packed kernel of csrc/rnnfast_gemm.h on W_hh
-packed once per call. The input projection and dx = dG W_ih use the same kernel on
+packed once per call (in inference: kept from the call before where W_hh has not
+changed). The input projection and dx = dG W_ih use the same kernel on
 W_ih (or W_ih^T) packed once per call where W_ih is small or the projection runs in
 chunks (inference): then each thread projects its
 own rows chunk by chunk, with no barrier between chunks. LSTM inference with enough
@@ -66,8 +68,20 @@ from libc.string cimport memcpy, memset
 
 from ._blas cimport BLAS_Trans, gemm, NoTrans, Trans
 from ._helpers cimport run_parts
-from ._pool cimport empty_array, pool_alloc, pool_free, pool_release
+from ._pool cimport empty_array, pool_alloc, pool_free, pool_limit, pool_release
 from ._gates cimport *
+
+cdef extern from "rnnfast_kept.h" nogil:
+    ctypedef struct rnnfast_kept_entry:
+        void *packed
+    rnnfast_kept_entry *rnnfast_kept_lookup(const void *a, size_t a_bytes, const void *b,
+                                            size_t b_bytes, const int64_t *shape,
+                                            size_t packed_bytes, int *fresh)
+    void rnnfast_kept_store(rnnfast_kept_entry *entry)
+    void rnnfast_kept_unlock()
+    int rnnfast_kept_describe(int64_t *shapes, size_t *bytes)
+    void rnnfast_kept_clear()
+    enum: RNNFAST_KEPT_ENTRIES, RNNFAST_KEPT_SHAPE
 
 
 cnp.import_array()
@@ -90,6 +104,9 @@ cdef enum:
     # forward runs each step as one product over [x_t | h_{t-1}] (joins_steps).
     JOINED_MIN_ROWS = 8
     JOINED_MAX_BYTES = 2 * 1024 * 1024
+    # Inference keeps packed weights of at most this many bytes between calls
+    # (kept_weights_of), with a copy of their sources: 64 MiB in all at most.
+    KEPT_MAX_BYTES = 4 * 1024 * 1024
 
 
 # ---------------------------------------------------------------- C dispatch by dtype
@@ -465,15 +482,13 @@ cdef inline bint packs_input_weights(Py_ssize_t GH, Py_ssize_t D, size_t itemsiz
     return GH * D * itemsize <= PACKED_INPUT_WEIGHTS_MAX_BYTES
 
 
-cdef floating *pack_input_weights(Py_ssize_t GH, Py_ssize_t D, const floating *w_ih,
-                                  bint chunked, int threads) except? NULL:
-    """W_ih^T (D, GH) packed for the input projection, or NULL where BLAS does it
-    better: the packed kernel wins for small W_ih (packs_input_weights) and wherever
-    the projection runs in ``chunked`` calls of a few steps, where BLAS would repack
-    W_ih on every call."""
-    if not (chunked or packs_input_weights(GH, D, sizeof(floating))):
-        return NULL
-    return pack_weights(GH, D, w_ih, True, threads)
+cdef inline bint packs_projection(Py_ssize_t GH, Py_ssize_t D, bint chunked,
+                                  size_t itemsize) noexcept nogil:
+    """Whether the input projection runs on W_ih^T (D, GH) packed (step_weights)
+    rather than through BLAS: the packed kernel wins for small W_ih
+    (packs_input_weights) and wherever the projection runs in ``chunked`` calls of a
+    few steps, where BLAS would repack W_ih on every call."""
+    return chunked or packs_input_weights(GH, D, itemsize)
 
 
 cdef void project_inputs(const floating *x, const floating *w_ih,
@@ -853,21 +868,149 @@ cdef inline bint joins_steps(int gates_per_unit, bint training, Py_ssize_t B, Py
             and gates_per_unit * H * (D + H) * itemsize <= JOINED_MAX_BYTES)
 
 
-cdef floating *pack_joined_weights(Py_ssize_t GH, Py_ssize_t D, Py_ssize_t H,
-                                   const floating *w_ih, const floating *w_hh) except NULL:
-    """[W_ih | W_hh]^T (D+H, GH) packed for forward_joined."""
+cdef floating *joined_rows_of(Py_ssize_t GH, Py_ssize_t D, Py_ssize_t H,
+                              const floating *w_ih, const floating *w_hh) noexcept nogil:
+    """[W_ih | W_hh] (GH, D+H) in a pool buffer (pool_free it); NULL without memory."""
     cdef Py_ssize_t g, DH = D + H
     cdef floating *joined = <floating *>pool_alloc(GH * DH * sizeof(floating), False)
-    if joined == NULL:
-        raise MemoryError(f"cannot allocate the joined ({GH}, {DH}) weights")
-    try:
-        with nogil:
-            for g in range(GH):   # row g of [W_ih | W_hh]   (GH, D+H)
-                memcpy(joined + g * DH, w_ih + g * D, D * sizeof(floating))
-                memcpy(joined + g * DH + D, w_hh + g * H, H * sizeof(floating))
-        return pack_weights(GH, DH, joined, True, 1)
-    finally:
+    if joined != NULL:
+        for g in range(GH):
+            memcpy(joined + g * DH, w_ih + g * D, D * sizeof(floating))
+            memcpy(joined + g * DH + D, w_hh + g * H, H * sizeof(floating))
+    return joined
+
+
+cdef enum:
+    # how kept weights are packed (the first number of their shape in rnnfast_kept.h)
+    KEPT_JOINED = 1          # [W_ih | W_hh]^T (D+H, GH)
+    KEPT_STEPS = 2           # W_hh^T (H, GH), then W_ih^T (D, GH) where packed
+    KEPT_STEPS_NO_IH = 3     # W_hh^T (H, GH) alone
+
+
+cdef inline size_t packed_elements(Py_ssize_t K, Py_ssize_t N, size_t itemsize) noexcept nogil:
+    """Values in K (rows) x N (columns) packed in panels, of float (4) or double (8)."""
+    return packed_size_f32(K, N) if itemsize == 4 else packed_size_f64(K, N)
+
+
+cdef floating *kept_weights_of(int layout, Py_ssize_t GH, Py_ssize_t D, Py_ssize_t H,
+                               const floating *w_ih, const floating *w_hh) noexcept nogil:
+    """W_ih and W_hh packed as ``layout`` says, kept between calls (csrc/rnnfast_kept.h):
+    packed again only where the bytes of W_ih or W_hh changed since. The cache stays
+    locked until rnnfast_kept_unlock(); NULL, nothing locked, where another thread
+    holds it or memory runs out."""
+    cdef int fresh = 0
+    cdef int64_t shape[RNNFAST_KEPT_SHAPE]
+    cdef size_t ih_bytes = 0 if layout == KEPT_STEPS_NO_IH else GH * D * sizeof(floating)
+    cdef size_t packed = packed_elements(H, GH, sizeof(floating)) + (
+        0 if layout == KEPT_STEPS_NO_IH else packed_elements(D, GH, sizeof(floating)))
+    cdef floating *joined
+    cdef floating *panels
+    shape[0], shape[1], shape[2], shape[3], shape[4] = layout, sizeof(floating), GH, D, H
+    if packed * sizeof(floating) > KEPT_MAX_BYTES or pool_limit() == 0:
+        return NULL
+    cdef rnnfast_kept_entry *entry = rnnfast_kept_lookup(
+        w_ih, ih_bytes, w_hh, GH * H * sizeof(floating), shape, packed * sizeof(floating),
+        &fresh)
+    if entry == NULL:
+        return NULL
+    panels = <floating *>entry.packed
+    if fresh:
+        return panels
+    if layout == KEPT_JOINED:
+        joined = joined_rows_of(GH, D, H, w_ih, w_hh)
+        if joined == NULL:
+            rnnfast_kept_unlock()
+            return NULL
+        pack_panels(D + H, GH, joined, 1, D + H, panels)   # W^T: K = D + H, N = GH
         pool_free(joined)
+    else:
+        pack_panels(H, GH, w_hh, 1, H, panels)              # W_hh^T: K = H, N = GH
+        if layout == KEPT_STEPS:
+            pack_panels(D, GH, w_ih, 1, D, panels + packed_elements(H, GH, sizeof(floating)))
+    rnnfast_kept_store(entry)
+    return panels
+
+
+cdef floating *joined_weights(Py_ssize_t GH, Py_ssize_t D, Py_ssize_t H,
+                              const floating *w_ih, const floating *w_hh,
+                              bint *kept) except NULL:
+    """[W_ih | W_hh]^T (D+H, GH) packed for forward_joined: the weights kept between
+    calls (kept_weights_of; *kept set), or else packed for this call alone. Give them
+    back with release_weights."""
+    cdef floating *packed
+    cdef floating *joined
+    with nogil:
+        packed = kept_weights_of(KEPT_JOINED, GH, D, H, w_ih, w_hh)
+        kept[0] = packed != NULL
+        if packed == NULL:
+            joined = joined_rows_of(GH, D, H, w_ih, w_hh)
+            if joined != NULL:
+                packed = packed_or_null(GH, D + H, joined, True, 1)
+                pool_free(joined)
+    if packed == NULL:
+        raise MemoryError(f"cannot allocate the joined ({GH}, {D + H}) weights")
+    return packed
+
+
+cdef floating *step_weights(Py_ssize_t GH, Py_ssize_t D, Py_ssize_t H, const floating *w_ih,
+                            const floating *w_hh, bint with_ih, bint keep, int packers,
+                            floating **packed_ih, bint *kept) except NULL:
+    """W_hh^T (H, GH) packed for the steps, returned, and W_ih^T (D, GH) packed for the
+    input projection into *packed_ih where ``with_ih`` (else NULL): the weights kept
+    between calls where ``keep`` allows and the cache is free (kept_weights_of; *kept
+    set), else packed for this call on ``packers`` threads (pack_weights). Give them
+    back with release_weights."""
+    cdef floating *packed = NULL
+    if keep:
+        with nogil:
+            packed = kept_weights_of(KEPT_STEPS if with_ih else KEPT_STEPS_NO_IH, GH, D, H,
+                                     w_ih, w_hh)
+    kept[0] = packed != NULL
+    if packed != NULL:
+        packed_ih[0] = packed + packed_elements(H, GH, sizeof(floating)) if with_ih else NULL
+        return packed
+    packed = pack_weights(GH, H, w_hh, True, packers)
+    if with_ih:
+        try:
+            packed_ih[0] = pack_weights(GH, D, w_ih, True, packers)
+        except MemoryError:
+            pool_free(packed)
+            raise
+    return packed
+
+
+cdef inline void release_weights(floating *packed, floating *packed_ih,
+                                 bint kept) noexcept nogil:
+    """Gives back what joined_weights or step_weights returned."""
+    if kept:
+        rnnfast_kept_unlock()
+    else:
+        pool_free(packed)
+        pool_free(packed_ih)
+
+
+KEPT_LAYOUTS = {KEPT_JOINED: "joined", KEPT_STEPS: "steps", KEPT_STEPS_NO_IH: "W_hh"}
+
+
+def kept_weights():
+    """What inference keeps packed between calls (csrc/rnnfast_kept.h): a list of
+    (layout, itemsize, G*H, D, H), one per set of weights, the layout "joined"
+    ([W_ih | W_hh]^T), "steps" (W_hh^T and W_ih^T) or "W_hh" (W_hh^T alone), and the
+    bytes held in all."""
+    cdef int64_t shapes[RNNFAST_KEPT_ENTRIES * RNNFAST_KEPT_SHAPE]
+    cdef size_t held = 0
+    cdef int count, i
+    with nogil:
+        count = rnnfast_kept_describe(shapes, &held)
+    return ([(KEPT_LAYOUTS[shapes[i * RNNFAST_KEPT_SHAPE]],)
+             + tuple(shapes[i * RNNFAST_KEPT_SHAPE + k] for k in range(1, RNNFAST_KEPT_SHAPE))
+             for i in range(count)], held)
+
+
+def forget_kept_weights():
+    """Free the packed weights that inference keeps between calls (kept_weights)."""
+    with nogil:
+        rnnfast_kept_clear()
 
 
 cdef void *joined_inputs(Py_ssize_t B, Py_ssize_t D, Py_ssize_t H, size_t itemsize) except NULL:
@@ -930,7 +1073,7 @@ cdef void forward_joined(Py_ssize_t T, Py_ssize_t B, Py_ssize_t D, Py_ssize_t H,
                          floating *gates, floating *xh, int parts) noexcept nogil:
     """An LSTM forward pass in inference, each step one product
     [x_t | h_{t-1}] @ [W_ih | W_hh]^T over K = D + H on the weights packed by
-    pack_joined_weights: no separate input projection, so each step writes its gates
+    joined_weights: no separate input projection, so each step writes its gates
     once, and the longer K runs the kernel closer to its peak (one core, M = 16,
     N = 512, D = H = 128: 114 GFLOP/s, against 110 for the projection and the
     recurrent product apart). ``gates`` (B, 4H) and ``xh`` (B, D+H) are workspaces;
@@ -1098,7 +1241,7 @@ def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 const floating[::1] bias,        # (H,) b_ih + b_hh
                 const int64_t[::1] lengths,      # (B,) or None
                 bint one_hot_inputs,             # look for one-hot rows in x (training)
-                bint reverse, bint relu,
+                bint reverse, bint relu, bint training,
                 floating[:, :, ::1] hs,          # (T+1, B, H) in: h0 in its slot; out: states
                 floating[:, :, ::1] y,           # (T, B, H) out: states at their times, or None
                 floating[:, :, ::1] gates,       # (K, B, H) workspace
@@ -1108,22 +1251,23 @@ def rnn_forward(const floating[:, :, ::1] x,     # (T, B, D)
     """h_t = act(x_t W_ih^T + h_{t-1} W_hh^T + bias) over all steps, into ``hs``."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef int packers = pack_threads(gemm_parts, step_parts)
-    cdef floating *packed = pack_weights(H, H, &w_hh[0, 0], True, packers)
+    cdef floating *packed = NULL
     cdef floating *packed_ih = NULL
-    cdef bint projected
+    cdef bint projected, kept = False
     try:
         projected = projects_one_hot(T, B, D, H, one_hot_inputs, &x[0, 0, 0], &w_ih[0, 0],
                                      gates, gemm_parts)
-        if not projected:
-            packed_ih = pack_input_weights(H, D, &w_ih[0, 0], gates.shape[0] < T, packers)
+        packed = step_weights(H, D, H, &w_ih[0, 0], &w_hh[0, 0],
+                              not projected and packs_projection(H, D, gates.shape[0] < T,
+                                                                 sizeof(floating)),
+                              not training and packers == 1, packers, &packed_ih, &kept)
         with nogil:
             forward_chunks(1, relu, False, T, B, D, H, gates.shape[0], projected, &x[0, 0, 0],
                            &w_ih[0, 0], packed_ih, packed, &bias[0], NULL, lengths_ptr(lengths),
                            reverse, &hs[0, 0, 0], NULL, optional_out_ptr(y), &gates[0, 0, 0],
                            NULL, NULL, parts, gemm_parts, step_parts)
     finally:
-        pool_free(packed)
-        pool_free(packed_ih)
+        release_weights(packed, packed_ih, kept)
 
 
 cdef void rnn_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize_t B,
@@ -1241,10 +1385,11 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
     cdef floating *packed = NULL
     cdef floating *packed_ih = NULL
     cdef floating *xh = NULL
+    cdef bint kept = False
     cdef bint projected
     try:
         if joins_steps(4, training, B, D, H, parts, sizeof(floating)):
-            packed = pack_joined_weights(4 * H, D, H, &w_ih[0, 0], &w_hh[0, 0])
+            packed = joined_weights(4 * H, D, H, &w_ih[0, 0], &w_hh[0, 0], &kept)
             xh = <floating *>joined_inputs(B, D, H, sizeof(floating))
             with nogil:
                 forward_joined(T, B, D, H, &x[0, 0, 0], packed, &bias[0], lengths_ptr(lengths),
@@ -1252,11 +1397,12 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
                 if y is not None:
                     copy_outputs(T, B, H, 0, B, reverse, &hs[0, 0, 0], &y[0, 0, 0])
             return
-        packed = pack_weights(4 * H, H, &w_hh[0, 0], True, packers)
         projected = projects_one_hot(T, B, D, 4 * H, one_hot_inputs, &x[0, 0, 0], &w_ih[0, 0],
                                      gates, gemm_parts)
-        if not projected:
-            packed_ih = pack_input_weights(4 * H, D, &w_ih[0, 0], gates.shape[0] < T, packers)
+        packed = step_weights(4 * H, D, H, &w_ih[0, 0], &w_hh[0, 0],
+                              not projected and packs_projection(4 * H, D, gates.shape[0] < T,
+                                                                 sizeof(floating)),
+                              not training and packers == 1, packers, &packed_ih, &kept)
         with nogil:
             forward_chunks(4, False, training, T, B, D, H, gates.shape[0], projected,
                            &x[0, 0, 0], &w_ih[0, 0], packed_ih, packed, &bias[0], NULL,
@@ -1264,8 +1410,7 @@ def lstm_forward(const floating[:, :, ::1] x,    # (T, B, D)
                            optional_out_ptr(y), &gates[0, 0, 0], NULL, NULL, parts,
                            gemm_parts, step_parts)
     finally:
-        pool_free(packed)
-        pool_free(packed_ih)
+        release_weights(packed, packed_ih, kept)
         pool_free(xh)
 
 
@@ -1371,7 +1516,7 @@ def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
                 const floating[::1] b_hh,        # (3H,)
                 const int64_t[::1] lengths,      # (B,) or None
                 bint one_hot_inputs,             # look for one-hot rows in x (training)
-                bint reverse,
+                bint reverse, bint training,
                 floating[:, :, ::1] hs,          # (T+1, B, H) in: h0 in its slot; out: states
                 floating[:, :, ::1] y,           # (T, B, H) out: states at their times, or None
                 floating[:, :, ::1] gates,       # (K, B, 3H) workspace; K == T keeps the gates
@@ -1383,14 +1528,16 @@ def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
     """h_t = (1 - z) n + z h_{t-1} over all steps, into ``hs``."""
     cdef Py_ssize_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = w_hh.shape[1]
     cdef int packers = pack_threads(gemm_parts, step_parts)
-    cdef floating *packed = pack_weights(3 * H, H, &w_hh[0, 0], True, packers)
+    cdef floating *packed = NULL
     cdef floating *packed_ih = NULL
-    cdef bint projected
+    cdef bint projected, kept = False
     try:
         projected = projects_one_hot(T, B, D, 3 * H, one_hot_inputs, &x[0, 0, 0], &w_ih[0, 0],
                                      gates, gemm_parts)
-        if not projected:
-            packed_ih = pack_input_weights(3 * H, D, &w_ih[0, 0], gates.shape[0] < T, packers)
+        packed = step_weights(3 * H, D, H, &w_ih[0, 0], &w_hh[0, 0],
+                              not projected and packs_projection(3 * H, D, gates.shape[0] < T,
+                                                                 sizeof(floating)),
+                              not training and packers == 1, packers, &packed_ih, &kept)
         with nogil:
             forward_chunks(3, False, False, T, B, D, H, gates.shape[0], projected, &x[0, 0, 0],
                            &w_ih[0, 0], packed_ih, packed, &b_ih[0], &b_hh[0],
@@ -1398,8 +1545,7 @@ def gru_forward(const floating[:, :, ::1] x,     # (T, B, D)
                            optional_out_ptr(y), &gates[0, 0, 0], &hh[0, 0],
                            <floating *>optional_ptr(gh_n), parts, gemm_parts, step_parts)
     finally:
-        pool_free(packed)
-        pool_free(packed_ih)
+        release_weights(packed, packed_ih, kept)
 
 
 cdef void gru_backward_rows(Py_ssize_t b0, Py_ssize_t nb, Py_ssize_t T, Py_ssize_t B,
@@ -1532,13 +1678,15 @@ cdef int run_inference(int gates_per_unit, bint relu, bint reverse, Py_ssize_t T
         raise MemoryError("cannot allocate the bias and workspace buffers")
     cdef floating *xh = NULL
     cdef bint joined = joins_steps(gates_per_unit, False, B, D, H, 1, sizeof(floating))
+    cdef bint kept = False
     try:
         if joined:
-            packed = pack_joined_weights(GH, D, H, w_ih, w_hh)
+            packed = joined_weights(GH, D, H, w_ih, w_hh, &kept)
             xh = <floating *>joined_inputs(B, D, H, sizeof(floating))
         else:
-            packed = pack_weights(GH, H, w_hh, True, step_parts)
-            packed_ih = pack_input_weights(GH, D, w_ih, K < T, step_parts)
+            packed = step_weights(GH, D, H, w_ih, w_hh,
+                                  packs_projection(GH, D, K < T, sizeof(floating)),
+                                  step_parts == 1, step_parts, &packed_ih, &kept)
         with nogil:
             copy_or_zero(scratch, b_ih, GH)
             copy_or_zero(scratch + GH, b_hh, GH)
@@ -1556,8 +1704,7 @@ cdef int run_inference(int gates_per_unit, bint relu, bint reverse, Py_ssize_t T
                                packed_ih, packed, scratch, scratch + GH, NULL, reverse, hs,
                                cs, NULL, gates, scratch + 2 * GH, NULL, 1, 1, step_parts)
     finally:
-        pool_free(packed)
-        pool_free(packed_ih)
+        release_weights(packed, packed_ih, kept)
         pool_free(xh)
         pool_free(scratch)
     return 0

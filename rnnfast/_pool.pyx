@@ -30,6 +30,7 @@ cdef extern from "rnnfast_pool.h" nogil:
     void rnnfast_pool_release(void *memory)
     size_t rnnfast_pool_set_limit(size_t limit)
     size_t rnnfast_pool_kept_bytes()
+    size_t rnnfast_pool_limit
     int rnnfast_pool_guard_fork()
 
 cdef extern from "numpy/arrayobject.h":
@@ -63,6 +64,12 @@ cdef void pool_free(void *memory) noexcept nogil:
 cdef void pool_release(void *memory) noexcept nogil:
     """Give back memory from pool_alloc to the system now (to lower a peak)."""
     rnnfast_pool_release(memory)
+
+
+cdef size_t pool_limit() noexcept nogil:
+    """The bytes the pool may keep (set_cache_limit): rnnfast's other caches keep
+    nothing either while it is 0."""
+    return rnnfast_pool_limit
 
 
 # ---------------------------------------------------------------- NumPy's allocator
@@ -168,10 +175,16 @@ def set_cache_limit(limit):
     rnnfast keeps the large buffers (64 KiB and more) that its calls free, up to
     256 MiB by default, so that the next call reuses their pages instead of faulting
     in fresh ones from the system. Lowering the limit releases what is over it at
-    once. Returns the limit before.
+    once; 0 also drops the packed weights that inference calls keep for the next
+    call with the same weights (``rnnfast._kernels.kept_weights``), and keeps none
+    after. Returns the limit before.
     """
     if isinstance(limit, bool) or not isinstance(limit, numbers.Integral):
         raise TypeError(f"limit must be an int (bytes), got {type(limit).__name__} {limit!r}")
     if limit < 0:
         raise ValueError(f"limit must be >= 0 bytes, got {limit}")
-    return rnnfast_pool_set_limit(min(int(limit), SIZE_MAX))
+    previous = rnnfast_pool_set_limit(min(int(limit), SIZE_MAX))
+    if limit == 0:
+        from . import _kernels
+        _kernels.forget_kept_weights()
+    return previous

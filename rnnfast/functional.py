@@ -87,7 +87,7 @@ def rnn_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, nonlinearity="tanh", lengths=N
         with single_threaded_blas(max(gemm_parts, team)):
             _kernels.rnn_forward(a.x, a.w_ih, a.w_hh, a.b_ih + a.b_hh, a.lengths,
                                  training and ONE_HOT_LOOKUP, reverse, nonlinearity == "relu",
-                                 hs, y, gates, parts, gemm_parts, team)
+                                 training, hs, y, gates, parts, gemm_parts, team)
     h_T = _final(hs, a.T, reverse).copy()
     y = _outputs(hs, y, a, reverse)
     cache = None
@@ -236,8 +236,8 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reverse=False,
         team = _step_parts(a, 3, parts, training)
         with single_threaded_blas(max(gemm_parts, team)):
             _kernels.gru_forward(a.x, a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.lengths,
-                                 training and ONE_HOT_LOOKUP, reverse, hs, y, gates, hh, gh_n,
-                                 parts, gemm_parts, team)
+                                 training and ONE_HOT_LOOKUP, reverse, training, hs, y, gates,
+                                 hh, gh_n, parts, gemm_parts, team)
     h_T = _final(hs, a.T, reverse).copy()
     y = _outputs(hs, y, a, reverse)
     cache = None

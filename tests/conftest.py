@@ -173,3 +173,17 @@ def run_c_test(tmp_path, name, sanitizer=None):
         pytest.skip(f"ThreadSanitizer cannot run here: {result.stderr.strip()[:200]}")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def output_of_child(script, *args, **env):
+    """The printed output of ``script`` run in a fresh interpreter, with ``args`` and
+    the environment variables ``env``, which must exit with status 0."""
+    import os
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", script, *args],
+                            env=rnnfast_env({**os.environ, **env}), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()

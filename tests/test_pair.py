@@ -14,7 +14,7 @@ import pytest
 
 import rnnfast
 from rnnfast import _pair, _threads
-from conftest import CELL_VARIANTS, assert_close
+from conftest import CELL_VARIANTS, assert_close, output_of_child
 
 LAYERS = {"rnn": rnnfast.RNN, "lstm": rnnfast.LSTM, "gru": rnnfast.GRU}
 
@@ -335,5 +335,4 @@ print(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
 @needs_two_threads
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_pairs_with_a_worker_of_its_own():
-    from test_threads import output_of_child
     assert output_of_child(FORK_SCRIPT, OMP_NUM_THREADS="2") == "True"

@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 import rnnfast
 from rnnfast import _helpers, _kernels, _stream, _threads
 from conftest import (CELL_VARIANTS, GRAD_NAMES, assert_close, backward, forward,
-                      make_inputs, make_params, random_lengths, run_c_test)
+                      make_inputs, make_params, output_of_child, random_lengths, run_c_test)
 
 
 def train_step(variant, seed, T=20, B=12, D=5, H=16, dtype=np.float64, reverse=False):
@@ -28,21 +28,6 @@ def train_step(variant, seed, T=20, B=12, D=5, H=16, dtype=np.float64, reverse=F
     grads = backward(rnnfast, cell, dy, tuple(np.ones_like(s) for s in finals), cache)
     return {"y": y, **{f"final{i}": f for i, f in enumerate(finals)},
             **dict(zip(GRAD_NAMES[cell], grads))}
-
-
-def output_of_child(script, *args, **env):
-    """The printed output of ``script`` run in a fresh interpreter, with ``args`` and
-    the environment variables ``env``, which must exit with status 0."""
-    import subprocess
-    import sys
-
-    from conftest import rnnfast_env
-
-    result = subprocess.run([sys.executable, "-c", script, *args],
-                            env=rnnfast_env({**os.environ, **env}), capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 def serial_and_concurrent(run, args):
