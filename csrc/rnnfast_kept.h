@@ -67,6 +67,13 @@ static inline void rnnfast_kept_unlock(void)
     __atomic_store_n(&rnnfast_kept.lock, 0, __ATOMIC_RELEASE);
 }
 
+/* Locks the cache, waiting while another thread's call holds it. */
+static inline void rnnfast_kept_wait(void)
+{
+    while (__atomic_exchange_n(&rnnfast_kept.lock, 1, __ATOMIC_ACQUIRE))
+        ;
+}
+
 #if defined(__unix__) || defined(__APPLE__)
 /* In a forked child no thread holds the cache, whichever held it in the parent: an
  * entry being packed then is not marked valid, so nothing half-written is used. */
@@ -195,8 +202,7 @@ static void rnnfast_kept_store(rnnfast_kept_entry *entry)
 static int rnnfast_kept_describe(int64_t *shapes, size_t *bytes)
 {
     int count = 0;
-    while (__atomic_exchange_n(&rnnfast_kept.lock, 1, __ATOMIC_ACQUIRE))
-        ;
+    rnnfast_kept_wait();
     *bytes = 0;
     for (int i = 0; i < RNNFAST_KEPT_ENTRIES; i++) {
         const rnnfast_kept_entry *entry = &rnnfast_kept.entries[i];
@@ -211,8 +217,7 @@ static int rnnfast_kept_describe(int64_t *shapes, size_t *bytes)
 /* Frees every entry. Waits for the cache while another thread's call holds it. */
 static void rnnfast_kept_clear(void)
 {
-    while (__atomic_exchange_n(&rnnfast_kept.lock, 1, __ATOMIC_ACQUIRE))
-        ;
+    rnnfast_kept_wait();
     for (int i = 0; i < RNNFAST_KEPT_ENTRIES; i++) {
         rnnfast_kept_entry *entry = &rnnfast_kept.entries[i];
         free(entry->copy);

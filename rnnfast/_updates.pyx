@@ -8,8 +8,9 @@ The functions take the list of all arrays of a step and loop in C, so a step cos
 one call from Python and no memoryview per array: for a small model (an LSTM of 32
 units and a linear head, six parameters) Adam's step took 28 us as a call per
 parameter and the gradient clipping 11 us, mostly Python around arithmetic of
-about 3 us; one call each, 10 and 6 us. An array that is not an aligned, C-contiguous float32 / float64 ndarray
-(writeable where written) is left to NumPy, here or by the caller."""
+about 3 us; one call each, 10 and 6 us. An array that is not an aligned,
+C-contiguous float32 / float64 ndarray (writeable where written) is left to NumPy,
+here or by the caller."""
 
 from libc.math cimport pow
 
